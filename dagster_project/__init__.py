@@ -1,0 +1,1 @@
+"""Decision Segments: a nightly customer segmentation pipeline (Dagster + dbt + DuckDB)."""

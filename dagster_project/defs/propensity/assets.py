@@ -1,0 +1,232 @@
+"""Layer 2: one LightGBM model per target, trained on earlier cutoffs, scoring the partition."""
+
+
+import dataclasses
+import datetime as dt
+import json
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from dagster_project.defs.partitions import DUCKDB_POOL, daily_partitions, one_run_per_partition
+from dagster_project.defs.resources import DataPaths
+from dagster_project.lib import propensity as pm
+from dagster_project.lib.features import FEATURE_COLUMNS, LABELS
+from dagster_project.lib.warehouse import replace_partition
+
+TARGETS = tuple(LABELS)
+def model_specs() -> list[dg.AssetSpec]:
+    return [
+    dg.AssetSpec(
+        key=dg.AssetKey(["propensity_model", t]),
+        description=f"LightGBM model: {LABELS[t]}",
+        group_name="propensity",
+        kinds={"lightgbm", "python"},
+        deps=["customer_states"],
+    )
+    for t in TARGETS
+    ]
+
+
+def scores_spec() -> dg.AssetSpec:
+    return dg.AssetSpec(
+    key="propensity_scores",
+    description="Calibrated scores of every model plus each score's top 3 drivers per customer.",
+    group_name="propensity",
+    kinds={"lightgbm", "duckdb"},
+    deps=[s.key for s in model_specs()],
+    )
+
+
+class PropensityConfig(dg.Config):
+    """Hyperparameters, seed and training-data policy (see lib/propensity.py)."""
+
+    seed: int = 20240601
+    n_train_cutoffs: int = 6  # most recent labelled cutoffs per target; the latest validates
+    max_train_customers: int = 150_000  # hash-sampled customers above this (sampling policy)
+    num_leaves: int = 31
+    learning_rate: float = 0.05
+    n_estimators: int = 1000
+    early_stopping_rounds: int = 50
+    min_child_samples: int = 100
+    min_positives: int = 100
+    min_negatives: int = 100
+    num_threads: int = 1
+
+
+def train_config(cfg: PropensityConfig) -> pm.TrainConfig:
+    return pm.TrainConfig(
+        lgbm=pm.LGBMParams(
+            num_leaves=cfg.num_leaves,
+            learning_rate=cfg.learning_rate,
+            n_estimators=cfg.n_estimators,
+            min_child_samples=cfg.min_child_samples,
+        ),
+        early_stopping_rounds=cfg.early_stopping_rounds,
+        seed=cfg.seed,
+        num_threads=cfg.num_threads,
+        min_positives=cfg.min_positives,
+        min_negatives=cfg.min_negatives,
+    )
+
+
+FEATURE_SQL = ", ".join(f"f.{c}" for c in FEATURE_COLUMNS)
+
+TRAINING_SQL = f"""
+-- Training rows of one target: features at each cutoff joined to labels computed from the
+-- partition's data; only the n most recent cutoffs with a complete window; customers
+-- sampled deterministically by id hash when there are more than max_train_customers.
+with labelled as (
+    select cutoff_date, customer_id, {{target}} as label
+    from marts.customer_labels
+    where as_of_date = $as_of and {{target}} is not null
+), recent as (
+    select distinct cutoff_date from labelled order by cutoff_date desc limit $n_cutoffs
+), population as (
+    select count(distinct customer_id) as n from labelled
+)
+select l.cutoff_date, l.customer_id, l.label as {{target}}, {FEATURE_SQL}
+from labelled l
+join marts.customer_features f
+  on f.as_of_date = l.cutoff_date and f.customer_id = l.customer_id
+where l.cutoff_date in (select cutoff_date from recent)
+  and ((select n from population) <= $max_customers
+       or md5_number(l.customer_id) % (select n from population) < $max_customers)
+order by l.cutoff_date, l.customer_id
+"""
+
+
+def _fmt(x: float | None) -> str:
+    return "" if x is None or x != x else f"{x:.3f}"
+
+
+def metrics_row_md(r: dict) -> str:
+    beats = {None: "", True: "yes", False: "**NO**"}[r["beats_baseline"]]
+    return (
+        f"| {r['target']} | {r['status']} | {_fmt(r['model_roc_auc'])} | "
+        f"{_fmt(r['baseline_roc_auc'])} | {_fmt(r['model_pr_auc'])} | "
+        f"{_fmt(r['model_brier'])} | {_fmt(r['model_top_decile_lift'])} | {beats} |"
+    )
+
+
+@dg.multi_asset(
+    specs=[*model_specs(), scores_spec()],
+    partitions_def=daily_partitions,
+    backfill_policy=one_run_per_partition,
+    pool=DUCKDB_POOL,
+    name="propensity_models",
+)
+def propensity_models(
+    context: dg.AssetExecutionContext,
+    config: PropensityConfig,
+    duckdb: DuckDBResource,
+    paths: DataPaths,
+):
+    """Train, calibrate, evaluate against a naive baseline, save and score every target."""
+    as_of = dt.date.fromisoformat(context.partition_key)
+    tc = train_config(config)
+    with duckdb.get_connection() as con:
+        scoring = con.execute(
+            f"select f.customer_id, {FEATURE_SQL} from marts.customer_features f "
+            "where f.as_of_date = ? order by f.customer_id",
+            [as_of],
+        ).df()
+        scores = pd.DataFrame({"as_of_date": as_of, "customer_id": scoring["customer_id"]})
+        metric_rows = []
+        for target in TARGETS:
+            frame = con.execute(
+                TRAINING_SQL.replace("{target}", target),
+                {"as_of": as_of, "n_cutoffs": config.n_train_cutoffs,
+                 "max_customers": config.max_train_customers},
+            ).df()
+            result = pm.train_target(frame, target, FEATURE_COLUMNS, tc)
+            model_dir = paths.models / target / as_of.isoformat()
+            pm.save_model(result, model_dir)
+            version = (
+                f"{target}/{as_of.isoformat()}/{(result.data_fingerprint or 'none')[:12]}"
+            )
+            row = {
+                "as_of_date": as_of,
+                "target": target,
+                "status": "absent" if result.absent_reason else "trained",
+                "absent_reason": result.absent_reason,
+                "model_version": version,
+                "beats_baseline": result.beats_baseline,
+                "valid_cutoff": result.valid_cutoff,
+                "train_cutoffs": json.dumps(list(result.train_cutoffs)),
+                "best_iteration": result.best_iteration,
+                "n_rows": json.dumps(result.n_rows, sort_keys=True),
+                "baseline": json.dumps(result.baseline, sort_keys=True, default=str),
+            }
+            for prefix, metrics in (("model", result.metrics), ("baseline", result.baseline_metrics)):
+                for k in ("roc_auc", "pr_auc", "brier", "top_decile_lift", "n_pos", "n_neg"):
+                    row[f"{prefix}_{k}"] = (metrics or {}).get(k)
+            metric_rows.append(row)
+            meta: dict = {"status": row["status"], "model_version": version,
+                          "model_dir": dg.MetadataValue.path(str(model_dir))}
+            if result.absent_reason:
+                context.log.warning(f"{target}: not trained — {result.absent_reason}")
+                meta["absent_reason"] = result.absent_reason
+                # Absent scores are NULL, never made up; the columns exist so every
+                # partition has the same schema.
+                empty_text = pd.Series([None] * len(scores), dtype="string")
+                scores[f"{target}_score"] = np.nan
+                for i in (1, 2, 3):
+                    scores[f"{target}_driver_{i}"] = empty_text
+                    scores[f"{target}_driver_{i}_contribution"] = np.nan
+                scores[f"{target}_drivers_text"] = empty_text
+            else:
+                s = pm.score(result, scoring)
+                d = pm.top_drivers(result, scoring, k=3)
+                scores[f"{target}_score"] = s["score"].to_numpy()
+                for i in (1, 2, 3):
+                    scores[f"{target}_driver_{i}"] = d[f"driver_{i}"].astype("string").to_numpy()
+                    scores[f"{target}_driver_{i}_contribution"] = d[
+                        f"driver_{i}_contribution"].to_numpy()
+                scores[f"{target}_drivers_text"] = (
+                    d["driver_1_text"].fillna("") + "; " + d["driver_2_text"].fillna("")
+                    + "; " + d["driver_3_text"].fillna("")
+                ).str.strip("; ").to_numpy()
+                if not result.beats_baseline:
+                    context.log.warning(
+                        f"{target}: model AUC {result.metrics['roc_auc']:.3f} does NOT beat "
+                        f"baseline AUC {result.baseline_metrics['roc_auc']:.3f}"
+                    )
+                meta.update({
+                    "roc_auc": result.metrics["roc_auc"],
+                    "pr_auc": result.metrics["pr_auc"],
+                    "brier": result.metrics["brier"],
+                    "top_decile_lift": result.metrics["top_decile_lift"],
+                    "baseline_roc_auc": result.baseline_metrics["roc_auc"],
+                    "baseline_pr_auc": result.baseline_metrics["pr_auc"],
+                    "beats_baseline": bool(result.beats_baseline),
+                    "n_pos": int(result.metrics["n_pos"]),
+                    "n_neg": int(result.metrics["n_neg"]),
+                    "valid_cutoff": str(result.valid_cutoff),
+                    "train_cutoffs": dg.MetadataValue.json(list(result.train_cutoffs)),
+                    "best_iteration": int(result.best_iteration or 0),
+                })
+            yield dg.MaterializeResult(asset_key=dg.AssetKey(["propensity_model", target]),
+                                       metadata=meta)
+        metrics = pd.DataFrame(metric_rows)
+        replace_partition(con, "segmentation.model_metrics", metrics, as_of)
+        model_versions = {r["target"]: r["model_version"] for r in metric_rows}
+        scores["model_versions"] = json.dumps(model_versions, sort_keys=True)
+        n = replace_partition(con, "segmentation.propensity_scores", scores, as_of)
+    table = "\n".join(metrics_row_md(r) for r in metric_rows)
+    yield dg.MaterializeResult(
+        asset_key="propensity_scores",
+        metadata={
+            "rows": n,
+            "targets_trained": sum(r["status"] == "trained" for r in metric_rows),
+            "targets_absent": dg.MetadataValue.json(
+                {r["target"]: r["absent_reason"] for r in metric_rows if r["absent_reason"]}
+            ),
+            "metrics_vs_baseline": dg.MetadataValue.md(
+                "| target | status | ROC AUC | baseline AUC | PR AUC | Brier | lift@10% "
+                "| beats baseline |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n" + table
+            ),
+        },
+    )

@@ -1,0 +1,62 @@
+"""Resources: the DuckDB warehouse, the dbt CLI and the data paths."""
+
+
+import shutil
+import sys
+from pathlib import Path
+
+import dagster as dg
+from dagster_dbt import DbtCliResource
+from dagster_duckdb import DuckDBResource
+
+from dagster_project import settings
+from dagster_project.defs.dbt.project import dbt_project
+
+
+class DataPaths(dg.ConfigurableResource):
+    """Folders the pipeline reads and writes (defaults from settings / environment)."""
+
+    data_dir: str
+
+    @property
+    def root(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def exports(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+
+def dbt_executable() -> str:
+    """The dbt next to this interpreter (the project's venv), so an un-activated venv works."""
+    local = Path(sys.executable).parent / "dbt"
+    return str(local) if local.exists() else (shutil.which("dbt") or "dbt")
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(
+        resources={
+            "duckdb": DuckDBResource(
+                database=str(settings.duckdb_path()), connection_config={"TimeZone": "UTC"}
+            ),
+            "dbt": DbtCliResource(
+                project_dir=dbt_project,
+                profiles_dir=str(settings.DBT_DIR),
+                dbt_executable=dbt_executable(),
+            ),
+            "paths": DataPaths(data_dir=str(settings.data_dir())),
+        }
+    )

@@ -1,0 +1,369 @@
+"""Ingest landed source files into DuckDB `raw` tables, with a quarantine for bad rows.
+
+Pure functions over a DuckDB connection (no Dagster import). For a partition date D:
+
+* every file ``<raw_root>/<source>/<table>/<YYYY-MM-DD>.csv`` with a landing date <= D that is
+  not yet loaded, or whose content changed, is (re)loaded: its old rows are deleted first, so
+  re-running a partition replaces and never duplicates. Files landed after D are not read.
+* a file missing a required column stops the run with an `IngestError` naming file and column.
+* rows DuckDB's CSV reader rejects (wrong field count, a value that does not cast) go to
+  ``raw.quarantine`` with file, line, column and DuckDB's reason (its own reject tables).
+* rows that parse but break a value rule (unparseable or future timestamp, missing required
+  value, non-positive quantity) go to ``raw.quarantine`` with the rule as reason.
+* an optional source with no files is recorded as absent in ``raw.source_status`` and gets an
+  empty table with the contract's columns, so dbt builds on CRM data alone.
+
+Line numbers are physical lines (header = line 1), assuming one record per line, which holds
+for files whose quoted values contain no newlines.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from .contract import TABLES, SourceTable
+
+DATE_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.csv$")
+
+
+class IngestError(RuntimeError):
+    """Input the pipeline cannot load; the message names file, row and column."""
+
+
+@dataclass(frozen=True)
+class TableResult:
+    raw_name: str
+    present: bool
+    files_total: int
+    files_loaded: int
+    rows_loaded: int
+    rows_quarantined: int
+    rows_in_table: int
+
+
+QUARANTINE_DDL = """
+create table if not exists raw.quarantine (
+    raw_table varchar not null,
+    file varchar not null,
+    line bigint,
+    column_name varchar,
+    reason varchar not null,
+    action varchar not null,      -- 'quarantined' (row kept out of raw) or 'repaired'
+    raw_record varchar
+)
+"""
+
+FILES_DDL = """
+create table if not exists raw.ingested_files (
+    raw_table varchar not null,
+    file varchar not null,
+    file_date date not null,
+    sha256 varchar not null,
+    rows_loaded bigint not null,
+    rows_quarantined bigint not null,
+    primary key (raw_table, file)
+)
+"""
+
+STATUS_DDL = """
+create table if not exists raw.source_status (
+    as_of_date date not null,
+    raw_table varchar not null,
+    present boolean not null,
+    files bigint not null,
+    rows_in_table bigint not null,
+    note varchar,
+    primary key (as_of_date, raw_table)
+)
+"""
+
+
+def _sql_type(col_type: str) -> str:
+    # Timestamps are read as text and parsed by us: DuckDB 1.5 turns an unparseable
+    # TIMESTAMPTZ into NULL silently instead of rejecting the row (PITFALLS.md).
+    return "VARCHAR" if col_type == "TIMESTAMPTZ" else col_type
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("create schema if not exists raw")
+    con.execute(QUARANTINE_DDL)
+    con.execute(FILES_DDL)
+    con.execute(STATUS_DDL)
+    for t in TABLES:
+        cols = ", ".join(f'"{c.name}" {c.type}' for c in t.columns)
+        con.execute(
+            f"create table if not exists raw.{t.raw_name} ({cols}, "
+            "_file varchar not null, _file_date date not null, _line bigint not null)"
+        )
+
+
+def landed_files(raw_root: Path, t: SourceTable, as_of: dt.date) -> list[tuple[Path, dt.date]]:
+    folder = raw_root / t.source / t.table
+    if not folder.is_dir():
+        return []
+    out = []
+    for p in sorted(folder.iterdir()):
+        m = DATE_FILE.match(p.name)
+        if m:
+            d = dt.date.fromisoformat(m.group(1))
+            if d <= as_of:
+                out.append((p, d))
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_header(path: Path, t: SourceTable, rel: str) -> None:
+    with path.open(newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f), [])
+    header = [h.strip() for h in header]
+    missing = [c.name for c in t.columns if c.required and c.name not in header]
+    if missing:
+        raise IngestError(
+            f"{rel}: required column {', '.join(repr(m) for m in missing)} missing from the "
+            f"header (line 1); found columns {header}. Fix the export or rename the column; "
+            f"the contract is in data/README.md."
+        )
+
+
+def _value_rules(t: SourceTable) -> list[tuple[str, str, str]]:
+    """(column, SQL condition that flags a bad row, reason). Conditions see typed columns
+    and the raw text `__txt_<col>` of timestamp columns."""
+    rules: list[tuple[str, str, str]] = []
+    for c in t.columns:
+        if c.type == "TIMESTAMPTZ":
+            rules.append((
+                c.name,
+                f"\"__txt_{c.name}\" is not null and trim(\"__txt_{c.name}\") <> '' "
+                f"and \"{c.name}\" is null",
+                "unparseable timestamp",
+            ))
+        if not c.nullable:
+            null_cond = (
+                f"(\"__txt_{c.name}\" is null or trim(\"__txt_{c.name}\") = '')"
+                if c.type == "TIMESTAMPTZ" else f'"{c.name}" is null'
+            )
+            if c.type == "VARCHAR":
+                null_cond = f"(\"{c.name}\" is null or trim(\"{c.name}\") = '')"
+            rules.append((c.name, null_cond, "missing required value"))
+    if t.event_time:
+        col = next(c for c in t.columns if c.name == t.event_time)
+        if col.type == "TIMESTAMPTZ":
+            cond = f"\"{col.name}\" >= (_file_date + interval 1 day)::timestamp at time zone 'UTC'"
+        else:
+            cond = f'"{col.name}" > _file_date'
+        rules.append((col.name, cond, "event time after the file's landing day (future timestamp)"))
+    if "quantity" in t.column_names:
+        rules.append(("quantity", "quantity <= 0", "quantity must be positive"))
+    return rules
+
+
+def _load_files(
+    con: duckdb.DuckDBPyConnection,
+    t: SourceTable,
+    files: list[tuple[Path, dt.date, str, str]],
+) -> tuple[int, int]:
+    """Load files (path, date, rel, sha) of one table in one scan. Returns (loaded, quarantined)."""
+    rels = [rel for _, _, rel, _ in files]
+    con.execute(f"delete from raw.{t.raw_name} where _file in (select unnest(?))", [rels])
+    con.execute(
+        "delete from raw.quarantine where raw_table = ? and file in (select unnest(?))",
+        [t.raw_name, rels],
+    )
+    con.execute(
+        "delete from raw.ingested_files where raw_table = ? and file in (select unnest(?))",
+        [t.raw_name, rels],
+    )
+    con.execute("drop table if exists temp.__files")
+    con.execute("create temp table __files (path varchar, rel varchar, file_date date, sha varchar)")
+    con.executemany(
+        "insert into temp.__files values (?, ?, ?, ?)",
+        [(str(p), rel, d, sha) for p, d, rel, sha in files],
+    )
+    columns = {c.name: _sql_type(c.type) for c in t.columns}
+    con.execute("drop table if exists temp.__rej_errors")
+    con.execute("drop table if exists temp.__rej_scans")
+    con.execute("drop table if exists temp.__scan")
+    # One scan over all files; rejected rows land in DuckDB's reject tables with their line.
+    con.execute(
+        """
+        create temp table __scan as
+        select *, row_number() over () as __rn
+        from read_csv(?, header = true, columns = ?, filename = true, union_by_name = false,
+                      store_rejects = true, rejects_table = '__rej_errors',
+                      rejects_scan = '__rej_scans', auto_detect = false, quote = '"',
+                      escape = '"', null_padding = false, strict_mode = true)
+        """,
+        [[str(p) for p, _, _, _ in files], columns],
+    )
+    # Physical line of every accepted row: the n-th line (from line 2) that was not rejected.
+    con.execute(
+        """
+        create or replace temp table __rejected as
+        select distinct f.rel, e.line, e.column_name, e.error_type::varchar as error_type,
+               e.error_message, e.csv_line
+        from __rej_errors e
+        join __rej_scans s using (scan_id, file_id)
+        join __files f on f.path = s.file_path
+        """
+    )
+    con.execute(
+        """
+        create or replace temp table __lines as
+        with per_file as (
+            select filename, min(__rn) as first_rn, count(*) as n_ok
+            from __scan group by filename
+        ), counts as (
+            select f.path, f.rel, coalesce(p.n_ok, 0) as n_ok, p.first_rn,
+                   (select count(distinct line) from __rejected r where r.rel = f.rel) as n_rej
+            from __files f left join per_file p on p.filename = f.path
+        ), all_lines as (
+            select path, rel, first_rn, unnest(range(2, n_ok + n_rej + 2)) as line from counts
+        ), ok_lines as (
+            select a.path, a.rel, a.first_rn, a.line,
+                   row_number() over (partition by a.path order by a.line) - 1 as k
+            from all_lines a
+            where not exists (select 1 from __rejected r where r.rel = a.rel and r.line = a.line)
+        )
+        select path, rel, first_rn + k as __rn, line from ok_lines
+        """
+    )
+    ts_cols = [c.name for c in t.columns if c.type == "TIMESTAMPTZ"]
+    select_cols = []
+    for c in t.columns:
+        if c.type == "TIMESTAMPTZ":
+            select_cols.append(f'try_cast(s."{c.name}" as timestamptz) as "{c.name}"')
+            select_cols.append(f's."{c.name}" as "__txt_{c.name}"')
+        else:
+            select_cols.append(f's."{c.name}"')
+    con.execute(
+        f"""
+        create or replace temp table __typed as
+        select {", ".join(select_cols)}, l.rel as _file, f.file_date as _file_date,
+               l.line as _line
+        from __scan s
+        join __lines l on l.__rn = s.__rn
+        join __files f on f.path = s.filename
+        """
+    )
+    rules = _value_rules(t)
+    if rules:
+        case = " ".join(f"when {cond} then {i}" for i, (_, cond, _) in enumerate(rules))
+        con.execute(f"alter table __typed add column __rule integer")
+        con.execute(f"update __typed set __rule = case {case} else null end")
+    else:
+        con.execute("alter table __typed add column __rule integer")
+    names = ", ".join(f'"{c}"' for c in t.column_names)
+    con.execute(
+        f"insert into raw.{t.raw_name} ({names}, _file, _file_date, _line) "
+        f"select {names}, _file, _file_date, _line from __typed where __rule is null"
+    )
+    rule_rows = [(i, col, reason) for i, (col, _, reason) in enumerate(rules)]
+    if rule_rows:
+        con.execute("create or replace temp table __rules (i integer, col varchar, reason varchar)")
+        con.executemany("insert into __rules values (?, ?, ?)", rule_rows)
+        record = ", ".join(
+            f"'{c.name}', \"__txt_{c.name}\"" if c.type == "TIMESTAMPTZ"
+            else f"'{c.name}', \"{c.name}\""
+            for c in t.columns
+        )
+        con.execute(
+            f"""
+            insert into raw.quarantine
+            select ?, _file, _line, r.col, r.reason, 'quarantined',
+                   json_object({record})::varchar
+            from __typed join __rules r on r.i = __typed.__rule
+            """,
+            [t.raw_name],
+        )
+    con.execute(
+        """
+        insert into raw.quarantine
+        select ?, rel, line, min(column_name), string_agg(distinct error_type || ': ' ||
+               error_message, ' | '), 'quarantined', min(csv_line)
+        from __rejected group by rel, line
+        """,
+        [t.raw_name],
+    )
+    con.execute(
+        f"""
+        insert into raw.ingested_files
+        select ?, f.rel, f.file_date, f.sha,
+               (select count(*) from raw.{t.raw_name} r where r._file = f.rel),
+               (select count(*) from raw.quarantine q where q.raw_table = ? and q.file = f.rel)
+        from __files f
+        """,
+        [t.raw_name, t.raw_name],
+    )
+    loaded, quarantined = con.execute(
+        "select sum(rows_loaded), sum(rows_quarantined) from raw.ingested_files "
+        "where raw_table = ? and file in (select unnest(?))",
+        [t.raw_name, rels],
+    ).fetchone()
+    return int(loaded or 0), int(quarantined or 0)
+
+
+def ingest_partition(
+    con: duckdb.DuckDBPyConnection, raw_root: Path, as_of: dt.date
+) -> dict[str, TableResult]:
+    """Load every source file landed by `as_of` that is new or changed. Idempotent."""
+    con.execute("set TimeZone = 'UTC'")
+    ensure_schema(con)
+    results: dict[str, TableResult] = {}
+    # Check every header before loading anything, so a bad file stops the run early.
+    plan: dict[str, list[tuple[Path, dt.date, str, str]]] = {}
+    for t in TABLES:
+        files = landed_files(raw_root, t, as_of)
+        if not files and not t.optional:
+            raise IngestError(
+                f"required source {t.source}/{t.table}: no files landed by {as_of} under "
+                f"{t.source}/{t.table}/ (expected <YYYY-MM-DD>.csv daily drops)"
+            )
+        known = dict(
+            con.execute(
+                "select file, sha256 from raw.ingested_files where raw_table = ?", [t.raw_name]
+            ).fetchall()
+        )
+        todo = []
+        for p, d in files:
+            rel = f"{t.source}/{t.table}/{p.name}"
+            sha = _sha256(p)
+            if known.get(rel) != sha:
+                check_header(p, t, rel)
+                todo.append((p, d, rel, sha))
+        plan[t.raw_name] = todo
+    for t in TABLES:
+        files = landed_files(raw_root, t, as_of)
+        todo = plan[t.raw_name]
+        con.execute("begin transaction")
+        try:
+            loaded, quarantined = _load_files(con, t, todo) if todo else (0, 0)
+            n_rows = con.execute(
+                f"select count(*) from raw.{t.raw_name} where _file_date <= ?", [as_of]
+            ).fetchone()[0]
+            note = None if files else "absent: no files landed for this optional source"
+            con.execute(
+                "insert or replace into raw.source_status values (?, ?, ?, ?, ?, ?)",
+                [as_of, t.raw_name, bool(files), len(files), n_rows, note],
+            )
+            con.execute("commit")
+        except Exception:
+            con.execute("rollback")
+            raise
+        results[t.raw_name] = TableResult(
+            t.raw_name, bool(files), len(files), len(todo), loaded, quarantined, n_rows
+        )
+    return results

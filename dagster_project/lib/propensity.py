@@ -1,0 +1,567 @@
+"""Layer 2: LightGBM propensity models, one per target, calibrated and explained.
+
+Input: a training frame with one row per (``cutoff_date``, ``customer_id``), the feature
+columns (numeric, NaN allowed) and label columns (1.0 / 0.0, or NaN = outside the target's
+population or window not complete). Scoring uses the features at the partition date.
+
+Policies (each stated once, here):
+
+Folds — time-based, never random. Only rows with a non-null label take part. The rows at the
+  most recent labelled cutoff are the validation fold; all earlier cutoffs are training.
+  The validation fold is split deterministically into two halves by a hash of customer_id:
+  the *early-stopping* half (LightGBM stops on its log-loss) and the *calibration* half
+  (the calibrator is fitted on it and every reported metric is computed on it). So no
+  metric is measured on the data that chose the number of trees. Note: for horizons longer
+  than the cutoff step, the label windows of the last training cutoffs reach past the
+  validation cutoff; ``label_overlap_days`` in the result says by how much.
+
+Order — rows are sorted by (cutoff_date, customer_id) before anything else: LightGBM is
+  deterministic only for an identical row order (PITFALLS.md). Duplicate keys are an error.
+
+Sampling — above ``max_train_rows`` training rows, a seeded sample is drawn per cutoff,
+  each cutoff keeping its share of rows (stratified by cutoff). Above ``max_valid_rows``
+  the validation fold is sampled the same way. Both samples are drawn from the sorted
+  frame, so they do not depend on input order.
+
+Minimum data — the training fold needs ``min_positives`` (100) positives and
+  ``min_negatives`` (100) negatives; each validation half needs ``min_valid_class`` (20) of
+  each class. Below that the target is not trained: the result carries ``absent_reason``
+  and no booster; nothing raises, nothing is made up.
+
+Calibration — isotonic regression of the label on the raw (log-odds) score, fitted on the
+  calibration half, clipped outside the fitted range. Isotonic, not Platt, because the
+  boosted score's miscalibration is not in general a sigmoid shape and the halves are
+  large enough (>= ``min_valid_class`` per class; thousands in practice) for a
+  non-parametric fit. The reported Brier score is *cross-fitted*: the calibration half is
+  split again by customer hash, each quarter is calibrated by a fit on the other, so the
+  Brier score is not measured on the points the calibrator was fitted to. The stored
+  calibrator is the fit on the whole half.
+
+Metrics — on the calibration half: roc_auc and pr_auc (average precision) of the raw score
+  (isotonic is monotone, so ranking metrics need no calibration and would only gain ties),
+  brier of the calibrated probability (cross-fitted, above), brier_uncalibrated of the
+  sigmoid of the raw score, top_decile_lift (tie-aware), n_pos, n_neg.
+
+Baseline — per target, a one-feature ranking (``BASELINES``): recency rank for purchase,
+  repeat and cross-sell; days since the last order for churn; the customer's past rate
+  for discount and return. Missing values rank as the least likely (most likely for churn,
+  where a missing last order means no recent order). The baseline gets the same metrics on
+  the same half, its Brier score from its rank mapped to a probability by the same
+  cross-fitted isotonic procedure. ``beats_baseline`` is model roc_auc > baseline roc_auc.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.isotonic import IsotonicRegression
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from dagster_project.lib.features import LABEL_HORIZON_DAYS, driver_phrase
+
+CUTOFF = "cutoff_date"
+CUSTOMER = "customer_id"
+
+MODEL_FILE = "model.txt"
+CALIBRATION_FILE = "calibration.json"
+METADATA_FILE = "metadata.json"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A naive one-feature score: ``sign * feature``; missing values ranked ``missing``."""
+
+    feature: str
+    sign: int  # +1: higher feature value = more likely; -1: lower = more likely
+    missing: str  # "lowest" or "highest": where rows with the feature missing rank
+    description: str
+
+
+_RECENCY = Baseline(
+    "days_since_last_order", -1, "lowest", "recency rank: fewer days since the last order"
+)
+BASELINES: dict[str, Baseline] = {
+    "purchase_7d": _RECENCY,
+    "purchase_30d": _RECENCY,
+    "repeat_90d": _RECENCY,
+    "cross_sell_60d": _RECENCY,
+    "churn_90d": Baseline(
+        "days_since_last_order", +1, "highest", "more days since the last order"
+    ),
+    "discount_next_order": Baseline(
+        "discount_order_share", +1, "lowest", "past share of orders with a discount"
+    ),
+    "return_60d": Baseline(
+        "return_rate_365d", +1, "lowest", "past share of units returned (last year)"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class LGBMParams:
+    num_leaves: int = 31
+    learning_rate: float = 0.05
+    n_estimators: int = 1000  # the maximum; early stopping picks the number used
+    min_child_samples: int = 100
+    feature_fraction: float = 0.8
+    bagging_fraction: float = 0.8
+    bagging_freq: int = 1
+    lambda_l1: float = 0.0
+    lambda_l2: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lgbm: LGBMParams = field(default_factory=LGBMParams)
+    early_stopping_rounds: int = 50
+    seed: int = 20240601
+    num_threads: int = 1
+    deterministic: bool = True
+    force_col_wise: bool = True
+    min_positives: int = 100
+    min_negatives: int = 100
+    min_valid_class: int = 20
+    max_train_rows: int = 1_000_000
+    max_valid_rows: int = 500_000
+    baselines: dict[str, Baseline] = field(default_factory=lambda: dict(BASELINES))
+
+    def lgb_params(self) -> dict[str, Any]:
+        p = self.lgbm
+        return {
+            "objective": "binary",
+            "metric": "binary_logloss",
+            "num_leaves": p.num_leaves,
+            "learning_rate": p.learning_rate,
+            "min_data_in_leaf": p.min_child_samples,
+            "feature_fraction": p.feature_fraction,
+            "bagging_fraction": p.bagging_fraction,
+            "bagging_freq": p.bagging_freq,
+            "lambda_l1": p.lambda_l1,
+            "lambda_l2": p.lambda_l2,
+            "seed": self.seed,
+            "num_threads": self.num_threads,
+            "deterministic": self.deterministic,
+            "force_col_wise": self.force_col_wise,
+            "verbosity": -1,
+        }
+
+
+@dataclass(frozen=True)
+class IsotonicCalibrator:
+    """Piecewise-linear map from raw score to probability (a fitted isotonic regression).
+
+    Applied with ``np.interp`` after clipping, so a calibrator read back from JSON gives
+    bit-identical probabilities.
+    """
+
+    x_thresholds: tuple[float, ...]
+    y_thresholds: tuple[float, ...]
+
+    @classmethod
+    def fit(cls, raw: np.ndarray, y: np.ndarray) -> IsotonicCalibrator:
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0, increasing=True)
+        iso.fit(raw, y)
+        return cls(
+            tuple(float(v) for v in iso.X_thresholds_),
+            tuple(float(v) for v in iso.y_thresholds_),
+        )
+
+    def predict(self, raw: np.ndarray) -> np.ndarray:
+        x = np.asarray(self.x_thresholds)
+        y = np.asarray(self.y_thresholds)
+        return np.clip(np.interp(np.clip(raw, x[0], x[-1]), x, y), 0.0, 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": "isotonic",
+            "x_thresholds": list(self.x_thresholds),
+            "y_thresholds": list(self.y_thresholds),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> IsotonicCalibrator:
+        if d.get("method") != "isotonic":
+            raise ValueError(f"unknown calibration method {d.get('method')!r}")
+        return cls(tuple(d["x_thresholds"]), tuple(d["y_thresholds"]))
+
+
+@dataclass
+class TrainResult:
+    target: str
+    feature_cols: tuple[str, ...]
+    absent_reason: str | None = None
+    booster: lgb.Booster | None = None
+    calibrator: IsotonicCalibrator | None = None
+    metrics: dict[str, float] | None = None
+    baseline: dict[str, Any] | None = None  # the baseline used (feature, sign, description)
+    baseline_metrics: dict[str, float] | None = None
+    beats_baseline: bool | None = None
+    train_cutoffs: tuple[str, ...] = ()
+    valid_cutoff: str | None = None
+    train_window: tuple[str, str] | None = None  # first and last training cutoff
+    label_overlap_days: int | None = None
+    best_iteration: int | None = None
+    n_rows: dict[str, int] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: str | None = None
+    lightgbm_version: str = lgb.__version__
+
+    @property
+    def trained(self) -> bool:
+        return self.absent_reason is None and self.booster is not None
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything but the booster and the calibrator, JSON-ready."""
+        # Not asdict(): it would deep-copy the booster.
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        del d["booster"], d["calibrator"]
+        d["feature_cols"] = list(self.feature_cols)
+        d["train_cutoffs"] = list(self.train_cutoffs)
+        d["train_window"] = list(self.train_window) if self.train_window else None
+        return d
+
+
+# ----------------------------------------------------------------------------------------
+# folds
+
+
+def _customer_hash(customer_ids: pd.Series) -> np.ndarray:
+    # pandas' hash uses a fixed key, so the halves are the same on every run and machine.
+    return pd.util.hash_pandas_object(
+        customer_ids.astype(str), index=False, categorize=False
+    ).to_numpy(dtype=np.uint64)
+
+
+def prepare(frame: pd.DataFrame, target: str) -> pd.DataFrame:
+    """Rows with a label for ``target``, sorted by (cutoff_date, customer_id), with a
+    ``fold`` column: "train", "early_stop" or "calibration" (see the module docstring)."""
+    if target not in frame.columns:
+        raise ValueError(f"label column {target!r} not in the training frame")
+    df = frame.loc[frame[target].notna()].copy()
+    df[CUTOFF] = pd.to_datetime(df[CUTOFF])
+    bad = ~df[target].isin([0, 1])
+    if bad.any():
+        raise ValueError(
+            f"label {target!r} must be 0/1 or NaN; found {df.loc[bad, target].unique()[:5]}"
+        )
+    df = df.sort_values([CUTOFF, CUSTOMER], kind="mergesort").reset_index(drop=True)
+    dup = df.duplicated([CUTOFF, CUSTOMER])
+    if dup.any():
+        first = df.loc[dup, [CUTOFF, CUSTOMER]].iloc[0].tolist()
+        raise ValueError(
+            f"duplicate (cutoff_date, customer_id) rows, e.g. {first}: row order would be "
+            "ambiguous and the model not reproducible"
+        )
+    fold = np.full(len(df), "train", dtype=object)
+    if len(df):
+        valid = (df[CUTOFF] == df[CUTOFF].max()).to_numpy()
+        half = (_customer_hash(df[CUSTOMER]) % np.uint64(2)).astype(bool)
+        fold[valid & ~half] = "early_stop"
+        fold[valid & half] = "calibration"
+    df["fold"] = fold
+    return df
+
+
+def _sample_per_cutoff(df: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    """Seeded sample of at most ``max_rows`` rows, each cutoff keeping its share; the
+    frame must already be sorted, so the sample does not depend on input order."""
+    if len(df) <= max_rows:
+        return df
+    rng = np.random.default_rng(seed)
+    share = max_rows / len(df)
+    keep = np.zeros(len(df), dtype=bool)
+    codes = df[CUTOFF].to_numpy()
+    for cutoff in np.unique(codes):  # a handful of cutoffs, not rows
+        idx = np.flatnonzero(codes == cutoff)
+        n = int(np.floor(idx.size * share))
+        keep[rng.choice(idx, size=n, replace=False)] = True
+    return df.loc[keep]
+
+
+def _fingerprint(df: pd.DataFrame, cols: list[str]) -> str:
+    hashes = pd.util.hash_pandas_object(df[cols], index=False).to_numpy()
+    return hashlib.sha256(hashes.tobytes()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------
+# metrics
+
+
+def top_decile_lift(y: np.ndarray, score: np.ndarray) -> float:
+    """Positive rate in the top 10% by score over the overall positive rate.
+
+    Tie-aware: rows tied with the 10% boundary count with the tie group's mean label for
+    the slots left, so the figure does not depend on row order.
+    """
+    y = np.asarray(y, dtype=float)
+    score = np.asarray(score, dtype=float)
+    n_top = int(np.ceil(0.1 * y.size))
+    base = y.mean()
+    if n_top == 0 or base == 0:
+        return float("nan")
+    boundary = np.sort(score)[::-1][n_top - 1]
+    above = score > boundary
+    tied = score == boundary
+    slots = n_top - above.sum()
+    positives = y[above].sum() + slots * y[tied].mean()
+    return float(positives / n_top / base)
+
+
+def _binary_metrics(y: np.ndarray, rank_score: np.ndarray, prob: np.ndarray) -> dict[str, float]:
+    return {
+        "roc_auc": float(roc_auc_score(y, rank_score)),
+        "pr_auc": float(average_precision_score(y, rank_score)),
+        "brier": float(np.mean((prob - y) ** 2)),
+        "top_decile_lift": top_decile_lift(y, rank_score),
+        "n_pos": int(y.sum()),
+        "n_neg": int(y.size - y.sum()),
+    }
+
+
+def _crossfit_isotonic(score: np.ndarray, y: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """Out-of-fold isotonic probabilities: each part calibrated by a fit on the other."""
+    out = np.empty(y.size)
+    for p in (False, True):
+        fit_on = part != p
+        out[~fit_on] = IsotonicCalibrator.fit(score[fit_on], y[fit_on]).predict(score[~fit_on])
+    return out
+
+
+def _baseline_score(df: pd.DataFrame, b: Baseline) -> np.ndarray:
+    s = b.sign * df[b.feature].to_numpy(dtype=float, na_value=np.nan)
+    finite = s[np.isfinite(s)]
+    lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+    fill = lo - 1.0 if b.missing == "lowest" else hi + 1.0
+    return np.where(np.isfinite(s), s, fill)
+
+
+# ----------------------------------------------------------------------------------------
+# training
+
+
+def _matrix(df: pd.DataFrame, feature_cols: tuple[str, ...]) -> np.ndarray:
+    missing = [c for c in feature_cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"feature columns missing from the frame: {missing}")
+    return df[list(feature_cols)].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _iso(ts: pd.Timestamp) -> str:
+    return pd.Timestamp(ts).date().isoformat()
+
+
+def train_target(
+    frame: pd.DataFrame,
+    target: str,
+    feature_cols: list[str] | tuple[str, ...],
+    config: TrainConfig | None = None,
+) -> TrainResult:
+    """Train, early-stop, calibrate and evaluate one target (policies: module docstring).
+
+    Returns a result with ``absent_reason`` set (and no booster) when the data are too thin.
+    """
+    config = config or TrainConfig()
+    feature_cols = tuple(feature_cols)
+    params = config.lgb_params()
+    result = TrainResult(target=target, feature_cols=feature_cols, params=params)
+
+    df = prepare(frame, target)
+    _matrix(df.head(0), feature_cols)  # fail early on missing feature columns
+    if df.empty:
+        result.absent_reason = f"no rows with a {target} label"
+        return result
+    result.data_fingerprint = _fingerprint(df, [CUTOFF, CUSTOMER, *feature_cols, target])
+
+    train = _sample_per_cutoff(df.loc[df["fold"] == "train"], config.max_train_rows, config.seed)
+    valid = _sample_per_cutoff(
+        df.loc[df["fold"] != "train"], config.max_valid_rows, config.seed + 1
+    )
+    es = valid.loc[valid["fold"] == "early_stop"]
+    cal = valid.loc[valid["fold"] == "calibration"]
+    result.n_rows = {"train": len(train), "early_stop": len(es), "calibration": len(cal)}
+    result.valid_cutoff = _iso(df[CUTOFF].max())
+    cutoffs = sorted(train[CUTOFF].unique())
+    result.train_cutoffs = tuple(_iso(c) for c in cutoffs)
+    if cutoffs:
+        result.train_window = (_iso(cutoffs[0]), _iso(cutoffs[-1]))
+        horizon = LABEL_HORIZON_DAYS.get(target)
+        if horizon is not None:
+            gap = (pd.Timestamp(df[CUTOFF].max()) - pd.Timestamp(cutoffs[-1])).days
+            result.label_overlap_days = max(0, horizon - gap)
+
+    if not cutoffs:
+        result.absent_reason = (
+            f"only one labelled cutoff ({result.valid_cutoff}): no earlier cutoff to train on"
+        )
+        return result
+    y_train = train[target].to_numpy(dtype=float)
+    n_pos, n_neg = int(y_train.sum()), int(y_train.size - y_train.sum())
+    if n_pos < config.min_positives or n_neg < config.min_negatives:
+        result.absent_reason = (
+            f"too few training examples: {n_pos} positives and {n_neg} negatives; needs at "
+            f"least {config.min_positives} and {config.min_negatives}"
+        )
+        return result
+    for name, part in (("early-stopping", es), ("calibration", cal)):
+        y = part[target].to_numpy(dtype=float)
+        p, n = int(y.sum()), int(y.size - y.sum())
+        if p < config.min_valid_class or n < config.min_valid_class:
+            result.absent_reason = (
+                f"too few validation examples in the {name} half at {result.valid_cutoff}: "
+                f"{p} positives and {n} negatives; needs at least {config.min_valid_class} "
+                "of each"
+            )
+            return result
+
+    dtrain = lgb.Dataset(
+        _matrix(train, feature_cols), label=y_train, feature_name=list(feature_cols)
+    )
+    des = lgb.Dataset(
+        _matrix(es, feature_cols), label=es[target].to_numpy(dtype=float), reference=dtrain
+    )
+    booster = lgb.train(
+        dict(params),
+        dtrain,
+        num_boost_round=config.lgbm.n_estimators,
+        valid_sets=[des],
+        valid_names=["early_stop"],
+        callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
+    )
+    best = booster.best_iteration or booster.current_iteration()
+    # Rebuild from the text form cut at the best iteration: the booster in memory is then
+    # exactly what model.txt holds, so a saved-and-loaded model scores bit-identically.
+    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    result.booster = booster
+    result.best_iteration = int(best)
+
+    y_cal = cal[target].to_numpy(dtype=float)
+    raw_cal = booster.predict(_matrix(cal, feature_cols), raw_score=True)
+    result.calibrator = IsotonicCalibrator.fit(raw_cal, y_cal)
+    quarter = ((_customer_hash(cal[CUSTOMER]) >> np.uint64(1)) % np.uint64(2)).astype(bool)
+    metrics = _binary_metrics(y_cal, raw_cal, _crossfit_isotonic(raw_cal, y_cal, quarter))
+    metrics["brier_uncalibrated"] = float(np.mean((_sigmoid(raw_cal) - y_cal) ** 2))
+    result.metrics = metrics
+
+    b = config.baselines.get(target)
+    if b is None:
+        result.baseline = {"absent_reason": f"no baseline defined for {target}"}
+    elif b.feature not in cal.columns:
+        result.baseline = {"absent_reason": f"baseline feature {b.feature} not in the frame"}
+    else:
+        result.baseline = asdict(b)
+        bs = _baseline_score(cal, b)
+        result.baseline_metrics = _binary_metrics(
+            y_cal, bs, _crossfit_isotonic(bs, y_cal, quarter)
+        )
+        result.beats_baseline = bool(metrics["roc_auc"] > result.baseline_metrics["roc_auc"])
+    return result
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+# ----------------------------------------------------------------------------------------
+# scoring and explanation
+
+
+def _require_trained(result: TrainResult) -> lgb.Booster:
+    if not result.trained:
+        raise ValueError(f"{result.target} has no model: {result.absent_reason}")
+    return result.booster
+
+
+def score(result: TrainResult, features_frame: pd.DataFrame) -> pd.DataFrame:
+    """customer_id, calibrated ``score`` in [0, 1] and ``raw_score`` (log-odds), input order."""
+    booster = _require_trained(result)
+    raw = booster.predict(_matrix(features_frame, result.feature_cols), raw_score=True)
+    return pd.DataFrame(
+        {
+            CUSTOMER: features_frame[CUSTOMER].to_numpy(),
+            "score": result.calibrator.predict(raw),
+            "raw_score": raw,
+        }
+    )
+
+
+def contributions(result: TrainResult, features_frame: pd.DataFrame) -> pd.DataFrame:
+    """Per-customer SHAP contributions in log-odds (LightGBM ``pred_contrib``): one column
+    per feature plus ``bias``; each row sums to the raw score."""
+    booster = _require_trained(result)
+    c = booster.predict(_matrix(features_frame, result.feature_cols), pred_contrib=True)
+    return pd.DataFrame(c, columns=[*result.feature_cols, "bias"], index=features_frame.index)
+
+
+def top_drivers(result: TrainResult, features_frame: pd.DataFrame, k: int = 3) -> pd.DataFrame:
+    """The k features with the largest |contribution| per customer, signed, with phrases.
+
+    Ties in |contribution| go to the earlier feature in the feature list. A feature with a
+    contribution of exactly zero is not a driver: its name and text are None.
+    """
+    booster = _require_trained(result)
+    names = np.asarray(result.feature_cols, dtype=object)
+    contrib = booster.predict(_matrix(features_frame, result.feature_cols), pred_contrib=True)
+    contrib = contrib[:, :-1]  # drop the bias column
+    k = min(k, names.size)
+    order = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(contrib, order, axis=1)
+    phrase_up = np.array([driver_phrase(f, 1.0) for f in names], dtype=object)
+    phrase_down = np.array([driver_phrase(f, -1.0) for f in names], dtype=object)
+    out = {CUSTOMER: features_frame[CUSTOMER].to_numpy()}
+    for j in range(k):
+        idx, c = order[:, j], top[:, j]
+        is_driver = c != 0
+        out[f"driver_{j + 1}"] = np.where(is_driver, names[idx], None)
+        out[f"driver_{j + 1}_contribution"] = c
+        out[f"driver_{j + 1}_text"] = np.where(
+            is_driver, np.where(c >= 0, phrase_up[idx], phrase_down[idx]), None
+        )
+    return pd.DataFrame(out)
+
+
+# ----------------------------------------------------------------------------------------
+# artifacts
+
+
+def save_model(result: TrainResult, directory: str | Path) -> Path:
+    """Write model.txt (LightGBM text), calibration.json and metadata.json to ``directory``.
+
+    An absent result writes only metadata.json, so the reason is versioned too.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if result.trained:
+        (directory / MODEL_FILE).write_text(result.booster.model_to_string(), encoding="utf-8")
+        (directory / CALIBRATION_FILE).write_text(
+            json.dumps(result.calibrator.to_dict(), indent=2), encoding="utf-8"
+        )
+    (directory / METADATA_FILE).write_text(
+        json.dumps(result.metadata(), indent=2, sort_keys=True), encoding="utf-8"
+    )
+    return directory
+
+
+def load_model(directory: str | Path) -> TrainResult:
+    """Read a saved model back as a TrainResult that ``score`` and ``top_drivers`` accept."""
+    directory = Path(directory)
+    meta = json.loads((directory / METADATA_FILE).read_text(encoding="utf-8"))
+    meta["feature_cols"] = tuple(meta["feature_cols"])
+    meta["train_cutoffs"] = tuple(meta["train_cutoffs"])
+    if meta.get("train_window"):
+        meta["train_window"] = tuple(meta["train_window"])
+    result = TrainResult(**meta)
+    if meta.get("absent_reason") is None:
+        result.booster = lgb.Booster(
+            model_str=(directory / MODEL_FILE).read_text(encoding="utf-8")
+        )
+        result.calibrator = IsotonicCalibrator.from_dict(
+            json.loads((directory / CALIBRATION_FILE).read_text(encoding="utf-8"))
+        )
+    return result

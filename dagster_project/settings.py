@@ -1,0 +1,47 @@
+"""Where things live. Every path is resolved from this file or from an environment variable,
+never from the current working directory.
+
+- DS_DATA_DIR: the data folder (default: <project>/data)
+- DS_DUCKDB_PATH: the warehouse file (default: <data>/warehouse.duckdb)
+- DS_PARTITION_START: first daily partition (default 2025-01-01)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DBT_DIR = PROJECT_ROOT / "dbt"
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("DS_DATA_DIR", PROJECT_ROOT / "data")).resolve()
+
+
+def duckdb_path() -> Path:
+    return Path(os.environ.get("DS_DUCKDB_PATH", data_dir() / "warehouse.duckdb")).resolve()
+
+
+def raw_dir() -> Path:
+    return data_dir() / "raw"
+
+
+def truth_dir() -> Path:
+    return data_dir() / "truth"
+
+
+def models_dir() -> Path:
+    return data_dir() / "models"
+
+
+def exports_dir() -> Path:
+    return data_dir() / "exports"
+
+
+def reports_dir() -> Path:
+    return data_dir() / "reports"
+
+
+def partition_start() -> str:
+    return os.environ.get("DS_PARTITION_START", "2025-01-01")

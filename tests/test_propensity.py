@@ -1,0 +1,276 @@
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dagster_project.lib.features import FEATURE_COLUMNS, FEATURES
+from dagster_project.lib.propensity import (
+    LGBMParams,
+    TrainConfig,
+    contributions,
+    load_model,
+    prepare,
+    save_model,
+    score,
+    top_decile_lift,
+    top_drivers,
+    train_target,
+)
+
+FEATURE_COLS = [
+    "days_since_last_order",
+    "orders_lifetime",
+    "sessions_30d",
+    "product_views_30d",
+    "discount_order_share",
+    "revenue_90d",
+    "overdue_ratio",
+    "customer_age_days",
+]
+TARGET = "purchase_30d"
+FIRST_CUTOFF = dt.date(2025, 1, 6)
+CONFIG = TrainConfig(
+    lgbm=LGBMParams(n_estimators=300, learning_rate=0.1, min_child_samples=50),
+    early_stopping_rounds=20,
+    seed=11,
+)
+
+
+def make_frame(n_customers=3000, n_cutoffs=6, seed=0, intercept=-1.0):
+    """Weekly cutoffs; the label depends on sessions and product views (and a little on
+    recency) plus noise, so a model can beat the recency baseline."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    trait = rng.normal(size=n_customers)  # a latent buying intent that persists over time
+    for k in range(n_cutoffs):
+        n = n_customers
+        sessions = rng.poisson(np.exp(0.8 * trait))
+        views = rng.poisson(1 + sessions)
+        dsl = rng.exponential(60, size=n)
+        dsl[rng.random(n) < 0.1] = np.nan  # never ordered
+        logit = intercept + 0.6 * sessions + 0.15 * views - 0.004 * np.nan_to_num(dsl, nan=365)
+        y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "cutoff_date": FIRST_CUTOFF + dt.timedelta(weeks=k),
+                    "customer_id": [f"c{i:05d}" for i in range(n)],
+                    "days_since_last_order": dsl,
+                    "orders_lifetime": rng.poisson(2, size=n).astype(float),
+                    "sessions_30d": sessions.astype(float),
+                    "product_views_30d": views.astype(float),
+                    "discount_order_share": rng.random(n),
+                    "revenue_90d": rng.gamma(2, 50, size=n),
+                    "overdue_ratio": rng.gamma(1, 1, size=n),
+                    "customer_age_days": rng.integers(30, 900, size=n).astype(float),
+                    TARGET: y,
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return make_frame()
+
+
+@pytest.fixture(scope="module")
+def result(frame):
+    return train_target(frame, TARGET, FEATURE_COLS, CONFIG)
+
+
+@pytest.fixture(scope="module")
+def latest(frame):
+    return frame.loc[frame["cutoff_date"] == frame["cutoff_date"].max()].reset_index(drop=True)
+
+
+def test_test_features_are_real_feature_columns():
+    assert set(FEATURE_COLS) <= set(FEATURE_COLUMNS)
+
+
+def test_validation_is_the_latest_labelled_cutoff_and_training_is_strictly_earlier(frame):
+    # The last cutoff's window is not complete yet: its labels are NaN, so the validation
+    # fold must move to the cutoff before it.
+    f = frame.copy()
+    last = f["cutoff_date"].max()
+    f.loc[f["cutoff_date"] == last, TARGET] = np.nan
+    folds = prepare(f, TARGET)
+    valid = folds.loc[folds["fold"] != "train"]
+    train = folds.loc[folds["fold"] == "train"]
+    expected_valid = pd.Timestamp(last - dt.timedelta(weeks=1))
+    assert (valid["cutoff_date"] == expected_valid).all()
+    assert (train["cutoff_date"] < expected_valid).all()
+    assert train["cutoff_date"].nunique() == 4
+    # both halves of the validation fold are used and disjoint by customer
+    es = set(valid.loc[valid["fold"] == "early_stop", "customer_id"])
+    cal = set(valid.loc[valid["fold"] == "calibration", "customer_id"])
+    assert es and cal and not es & cal and len(es | cal) == len(valid)
+
+
+def test_trained_result_records_its_windows_and_row_counts(result, frame):
+    assert result.absent_reason is None
+    cutoffs = sorted(frame["cutoff_date"].unique())
+    assert result.valid_cutoff == cutoffs[-1].isoformat()
+    assert result.train_cutoffs == tuple(c.isoformat() for c in cutoffs[:-1])
+    assert result.train_window == (cutoffs[0].isoformat(), cutoffs[-2].isoformat())
+    assert result.n_rows["train"] == 5 * 3000
+    assert result.n_rows["early_stop"] + result.n_rows["calibration"] == 3000
+    assert result.label_overlap_days == 30 - 7
+    assert 1 <= result.best_iteration < CONFIG.lgbm.n_estimators
+
+
+def test_model_beats_its_recency_baseline_where_signal_exists(result):
+    m, b = result.metrics, result.baseline_metrics
+    assert result.baseline["feature"] == "days_since_last_order"
+    assert m["roc_auc"] > 0.75
+    assert m["roc_auc"] > b["roc_auc"] + 0.05
+    assert result.beats_baseline is True
+    assert m["top_decile_lift"] > 1.2
+    assert m["n_pos"] > 0 and m["n_neg"] > 0
+    assert m["n_pos"] + m["n_neg"] == result.n_rows["calibration"]
+    assert set(b) >= {"roc_auc", "pr_auc", "brier", "top_decile_lift", "n_pos", "n_neg"}
+
+
+def test_model_that_cannot_beat_its_baseline_is_flagged(frame):
+    # The label is a function of recency only: the recency baseline is the ideal ranking,
+    # so the model cannot beat it and the flag must say so.
+    f = frame.copy()
+    dsl = f["days_since_last_order"].fillna(10_000)
+    f[TARGET] = (dsl < dsl.groupby(f["cutoff_date"]).transform("median")).astype(float)
+    r = train_target(f, TARGET, FEATURE_COLS, CONFIG)
+    assert r.baseline_metrics["roc_auc"] == pytest.approx(1.0)
+    assert r.beats_baseline is False
+
+
+def test_target_with_50_positives_is_absent_with_a_reason_and_no_model(frame):
+    f = frame.copy()
+    f[TARGET] = 0.0
+    f.loc[f.sample(50, random_state=0).index, TARGET] = 1.0
+    r = train_target(f, TARGET, FEATURE_COLS, CONFIG)
+    assert r.booster is None and not r.trained
+    assert "positives" in r.absent_reason and "100" in r.absent_reason
+    with pytest.raises(ValueError, match="no model"):
+        score(r, f)
+
+
+def test_target_with_a_single_labelled_cutoff_is_absent(frame):
+    f = frame.loc[frame["cutoff_date"] == frame["cutoff_date"].max()]
+    r = train_target(f, TARGET, FEATURE_COLS, CONFIG)
+    assert r.booster is None and "one labelled cutoff" in r.absent_reason
+
+
+def test_duplicate_customer_rows_at_a_cutoff_are_an_error(frame):
+    with pytest.raises(ValueError, match="duplicate"):
+        prepare(pd.concat([frame, frame.head(1)]), TARGET)
+
+
+def test_labels_other_than_zero_one_are_an_error(frame):
+    f = frame.copy()
+    f.loc[0, TARGET] = 2.0
+    with pytest.raises(ValueError, match="0/1"):
+        prepare(f, TARGET)
+
+
+def test_training_is_reproducible_byte_for_byte_and_under_row_shuffle(result, frame, latest):
+    again = train_target(frame, TARGET, FEATURE_COLS, CONFIG)
+    shuffled = train_target(
+        frame.sample(frac=1.0, random_state=3), TARGET, FEATURE_COLS, CONFIG
+    )
+    text = result.booster.model_to_string()
+    assert again.booster.model_to_string() == text
+    assert shuffled.booster.model_to_string() == text
+    expected = score(result, latest)
+    pd.testing.assert_frame_equal(score(again, latest), expected, check_exact=True)
+    pd.testing.assert_frame_equal(score(shuffled, latest), expected, check_exact=True)
+    assert shuffled.data_fingerprint == result.data_fingerprint
+    assert shuffled.metrics == result.metrics
+
+
+def test_a_different_seed_gives_a_different_model(result, frame):
+    other = train_target(frame, TARGET, FEATURE_COLS, TrainConfig(
+        lgbm=CONFIG.lgbm, early_stopping_rounds=CONFIG.early_stopping_rounds, seed=12))
+    assert other.booster.model_to_string() != result.booster.model_to_string()
+
+
+def test_saved_model_rescored_after_loading_gives_identical_scores(result, latest, tmp_path):
+    save_model(result, tmp_path / "purchase_30d")
+    assert {p.name for p in (tmp_path / "purchase_30d").iterdir()} == {
+        "model.txt", "calibration.json", "metadata.json"}
+    loaded = load_model(tmp_path / "purchase_30d")
+    pd.testing.assert_frame_equal(score(loaded, latest), score(result, latest), check_exact=True)
+    pd.testing.assert_frame_equal(top_drivers(loaded, latest), top_drivers(result, latest))
+    assert loaded.metrics == result.metrics
+    assert loaded.feature_cols == result.feature_cols
+    assert loaded.train_window == result.train_window
+    assert loaded.data_fingerprint == result.data_fingerprint
+
+
+def test_absent_result_saves_its_reason_and_loads_as_absent(frame, tmp_path):
+    r = train_target(frame.assign(**{TARGET: 0.0}), TARGET, FEATURE_COLS, CONFIG)
+    save_model(r, tmp_path / "m")
+    assert [p.name for p in (tmp_path / "m").iterdir()] == ["metadata.json"]
+    loaded = load_model(tmp_path / "m")
+    assert loaded.absent_reason == r.absent_reason and loaded.booster is None
+
+
+def test_contributions_plus_bias_sum_to_the_raw_score(result, latest):
+    c = contributions(result, latest)
+    assert list(c.columns) == [*FEATURE_COLS, "bias"]
+    np.testing.assert_allclose(
+        c.sum(axis=1).to_numpy(), score(result, latest)["raw_score"].to_numpy(), atol=1e-6
+    )
+
+
+def test_top_drivers_are_real_features_ordered_by_absolute_contribution(result, latest):
+    d = top_drivers(result, latest, k=3)
+    c = contributions(result, latest).drop(columns="bias")
+    assert len(d) == len(latest)
+    assert set(d["driver_1"].dropna()) <= set(FEATURE_COLS)
+    abs_top = np.abs(d[[f"driver_{j}_contribution" for j in (1, 2, 3)]].to_numpy())
+    assert (np.diff(abs_top, axis=1) <= 0).all()
+    np.testing.assert_array_equal(abs_top[:, 0], np.abs(c.to_numpy()).max(axis=1))
+    # the named feature's contribution is the one reported
+    picked = c.to_numpy()[np.arange(len(d)), [FEATURE_COLS.index(f) for f in d["driver_1"]]]
+    np.testing.assert_array_equal(picked, d["driver_1_contribution"].to_numpy())
+    # the phrase carries the marketer text and the sign
+    row = d.iloc[0]
+    arrow = "↑" if row.driver_1_contribution >= 0 else "↓"
+    assert row.driver_1_text == f"{FEATURES[row.driver_1]} {arrow}"
+    # the strongest signal in the data is the strongest driver most often
+    assert d["driver_1"].value_counts().index[0] in {"sessions_30d", "product_views_30d"}
+
+
+def test_calibrated_scores_are_probabilities_and_improve_on_the_raw_sigmoid(result, frame):
+    folds = prepare(frame, TARGET)
+    cal = folds.loc[folds["fold"] == "calibration"]
+    s = score(result, cal)
+    y = cal[TARGET].to_numpy()
+    assert s["score"].between(0, 1).all()
+    brier_cal = np.mean((s["score"].to_numpy() - y) ** 2)
+    brier_raw = np.mean((1 / (1 + np.exp(-s["raw_score"].to_numpy())) - y) ** 2)
+    assert brier_cal <= brier_raw
+    # the reported (cross-fitted) Brier score is an honest probability error
+    assert 0 < result.metrics["brier"] < y.mean() * (1 - y.mean())
+    assert result.metrics["brier_uncalibrated"] == pytest.approx(brier_raw)
+
+
+def test_calibrated_scores_keep_the_ranking_of_the_raw_scores(result, latest):
+    s = score(result, latest).sort_values("raw_score")
+    assert (np.diff(s["score"].to_numpy()) >= 0).all()
+
+
+def test_training_rows_above_the_cap_are_sampled_evenly_per_cutoff(frame):
+    cfg = TrainConfig(lgbm=CONFIG.lgbm, early_stopping_rounds=20, seed=11, max_train_rows=6000)
+    r = train_target(frame, TARGET, FEATURE_COLS, cfg)
+    assert r.n_rows["train"] == 6000
+    assert len(r.train_cutoffs) == 5  # every cutoff kept its share
+    assert r.trained
+
+
+def test_top_decile_lift_counts_ties_at_the_boundary_fairly():
+    y = np.array([1, 0] * 10, dtype=float)
+    flat = np.zeros(20)
+    assert top_decile_lift(y, flat) == pytest.approx(1.0)
+    assert top_decile_lift(y, np.where(y == 1, 1.0, 0.0)) == pytest.approx(2.0)
