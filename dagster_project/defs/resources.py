@@ -49,9 +49,7 @@ def dbt_executable() -> str:
 def resources() -> dg.Definitions:
     return dg.Definitions(
         resources={
-            "duckdb": DuckDBResource(
-                database=str(settings.duckdb_path()), connection_config={"TimeZone": "UTC"}
-            ),
+            "duckdb": DuckDBResource(database=str(settings.duckdb_path())),
             "dbt": DbtCliResource(
                 project_dir=dbt_project,
                 profiles_dir=str(settings.DBT_DIR),

@@ -276,16 +276,16 @@ def _load_files(
         con.execute("create or replace temp table __rules (i integer, col varchar, reason varchar)")
         con.executemany("insert into __rules values (?, ?, ?)", rule_rows)
         record = ", ".join(
-            f"'{c.name}', \"__txt_{c.name}\"" if c.type == "TIMESTAMPTZ"
-            else f"'{c.name}', \"{c.name}\""
+            f"'{c.name}', t.\"__txt_{c.name}\"" if c.type == "TIMESTAMPTZ"
+            else f"'{c.name}', t.\"{c.name}\""
             for c in t.columns
         )
         con.execute(
             f"""
             insert into raw.quarantine
-            select ?, _file, _line, r.col, r.reason, 'quarantined',
+            select ?, t._file, t._line, r.col, r.reason, 'quarantined',
                    json_object({record})::varchar
-            from __typed join __rules r on r.i = __typed.__rule
+            from __typed as t join __rules as r on r.i = t.__rule
             """,
             [t.raw_name],
         )

@@ -20,7 +20,7 @@ select
     order_date - lag(order_date) over (partition by customer_id order by order_date, order_id)
         as gap_days,
     net_revenue_rc,
-    order_date
+    order_date > ?::date - 365 as in_last_year
 from intermediate.int_orders__economics
 where visible_from <= ? and order_date <= ? and not fx_missing
 """
@@ -39,8 +39,8 @@ def customer_states(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     """Lifecycle state, AOV tier and category family per customer, thresholds learned nightly."""
     as_of = dt.date.fromisoformat(context.partition_key)
     with duckdb.get_connection() as con:
-        orders = con.execute(INTERVALS_SQL, [as_of, as_of]).df()
-        recent = orders[orders["order_date"] > (as_of - dt.timedelta(days=365))]
+        orders = con.execute(INTERVALS_SQL, [as_of, as_of, as_of]).df()
+        recent = orders[orders["in_last_year"]]
         th = learn_thresholds(
             orders["gap_days"].dropna().to_numpy(dtype=float),
             recent["net_revenue_rc"].dropna().to_numpy(dtype=float),

@@ -14,7 +14,7 @@ lines as (
         sum(quantity * unit_cost) as cogs,
         count(*) as n_lines,
         list(distinct category order by category) as categories,
-        arg_max(category, quantity * unit_price) as main_category,
+        arg_max(category, (quantity * unit_price, category)) as main_category,
         max(landed_date) as lines_landed_date
     from {{ ref('stg_crm__order_lines') }}
     group by order_id
@@ -38,13 +38,17 @@ select
     coalesce(l.n_lines, 0) as n_lines,
     coalesce(l.categories, []) as categories,
     l.main_category,
-    o.gross_amount * o.fx_rate as gross_rc,
-    o.discount_amount * o.fx_rate as discount_rc,
-    (o.gross_amount - o.discount_amount) * o.fx_rate as net_revenue_rc,
-    o.shipping_fee * o.fx_rate as shipping_fee_rc,
-    o.shipping_cost * o.fx_rate as shipping_cost_rc,
-    coalesce(l.cogs, 0) * o.fx_rate as cogs_rc,
-    (o.gross_amount - o.discount_amount + o.shipping_fee - o.shipping_cost - coalesce(l.cogs, 0))
-    * o.fx_rate as contribution_before_returns_rc
+    -- Money as DECIMAL: sums of decimals are exact, so features do not depend on the order in
+    -- which DuckDB's parallel aggregation adds them (floating-point sums do).
+    (o.gross_amount * o.fx_rate)::decimal(18, 4) as gross_rc,
+    (o.discount_amount * o.fx_rate)::decimal(18, 4) as discount_rc,
+    ((o.gross_amount - o.discount_amount) * o.fx_rate)::decimal(18, 4) as net_revenue_rc,
+    (o.shipping_fee * o.fx_rate)::decimal(18, 4) as shipping_fee_rc,
+    (o.shipping_cost * o.fx_rate)::decimal(18, 4) as shipping_cost_rc,
+    (coalesce(l.cogs, 0) * o.fx_rate)::decimal(18, 4) as cogs_rc,
+    (
+        (o.gross_amount - o.discount_amount + o.shipping_fee - o.shipping_cost - coalesce(l.cogs, 0))
+        * o.fx_rate
+    )::decimal(18, 4) as contribution_before_returns_rc
 from orders as o
 left join lines as l on l.order_id = o.order_id

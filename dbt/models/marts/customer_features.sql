@@ -55,8 +55,12 @@ interval_stats as (
     select
         cutoff_date,
         customer_id,
-        avg(gap_days) as mean_interorder_days,
-        stddev_samp(gap_days) as std_interorder_days,
+        -- from exact integer sums (stddev_samp's streaming merge is order-dependent)
+        sum(gap_days) / count(gap_days) as mean_interorder_days,
+        sqrt(
+            (sum(gap_days * gap_days) - sum(gap_days) * sum(gap_days) / count(gap_days))
+            / nullif(count(gap_days) - 1, 0)
+        ) as std_interorder_days,
         max(order_date) filter (where order_rank = 2) - min(order_date) as first_to_second
     from order_seq
     group by all
@@ -77,15 +81,15 @@ order_stats as (
         coalesce(sum(net_revenue_rc) filter (where age_days < 180), 0) as revenue_180d,
         coalesce(sum(net_revenue_rc) filter (where age_days < 365), 0) as revenue_365d,
         sum(net_revenue_rc) as revenue_lifetime,
-        avg(net_revenue_rc) as aov_lifetime,
-        arg_max(net_revenue_rc, ordered_at) as last_order_value,
+        sum(net_revenue_rc) / count(*) as aov_lifetime,
+        arg_max(net_revenue_rc, (ordered_at, order_id)) as last_order_value,
         min(age_days) as days_since_last_order,
         max(age_days) as days_since_first_order,
         max(age_days) - min(age_days) as recency_span_days,
-        avg(is_discounted::int) as discount_order_share,
+        sum(is_discounted::int) / count(*) as discount_order_share,
         sum(discount_rc) / nullif(sum(gross_rc), 0) as discount_rate,
         count(*) filter (where is_discounted and age_days < 365) as coupon_orders_365d,
-        avg((not is_paid_touch)::int) as unpaid_order_share,
+        sum((not is_paid_touch)::int) / count(*) as unpaid_order_share,
         count(*) filter (where is_paid_touch and age_days < 365) as paid_orders_365d,
         coalesce(sum(units) filter (where age_days < 365), 0) as units_365d,
         coalesce(sum(gross_rc) filter (where age_days < 365), 0) as gross_365d,
@@ -130,7 +134,7 @@ return_stats as (
         sum(r.cost_recovered_rc) as cost_recovered_365d
     from cutoffs as c
     inner join {{ ref('int_returns__valued') }} as r
-        on r.landed_date <= c.cutoff_date
+        on r.visible_from <= c.cutoff_date
         and r.return_date <= c.cutoff_date
         and r.return_date > c.cutoff_date - 365
     where r.customer_id is not null and r.refund_rc is not null

@@ -42,7 +42,7 @@ prior_categories as (
 returned_orders as (
     select distinct r.order_id, r.return_date
     from {{ ref('int_returns__valued') }} as r
-    where r.landed_date <= {{ as_of_date() }} and r.return_date <= {{ as_of_date() }}
+    where r.visible_from <= {{ as_of_date() }} and r.return_date <= {{ as_of_date() }}
 ),
 
 future as (

@@ -1,0 +1,60 @@
+"""Session fixtures: the dbt manifest, one small generated dataset, and one full nightly run
+of it through Dagster (in-process), shared by the tests that only read its outputs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dagster_project import settings
+
+from .helpers import END, make_dataset
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dbt_manifest(tmp_path_factory) -> Path:
+    """Tests build the dbt manifest themselves (`dbt parse`), as CI does."""
+    exe = Path(sys.executable).parent / "dbt"
+    env = {**os.environ, "DS_DUCKDB_PATH": str(tmp_path_factory.mktemp("parse") / "p.duckdb")}
+    proc = subprocess.run(
+        [str(exe), "parse", "--project-dir", str(settings.DBT_DIR), "--profiles-dir",
+         str(settings.DBT_DIR), "--quiet"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return settings.DBT_DIR / "target" / "manifest.json"
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory) -> Path:
+    """A small full dataset (all sources, default messiness), generated once."""
+    return make_dataset(tmp_path_factory.mktemp("dataset"), customers=1500, seed=11)
+
+
+@pytest.fixture(scope="session")
+def nightly_run(dataset, tmp_path_factory):
+    """The whole nightly job for END, in-process through Dagster, on a copy of the dataset."""
+    import dagster as dg
+
+    root = tmp_path_factory.mktemp("nightly")
+    shutil.copytree(dataset / "raw", root / "raw")
+    env = {"DS_DATA_DIR": str(root), "DS_DUCKDB_PATH": str(root / "warehouse.duckdb")}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        from dagster_project.definitions import defs
+
+        instance = dg.DagsterInstance.ephemeral()
+        result = defs().get_job_def("nightly").execute_in_process(
+            partition_key=END.isoformat(), instance=instance, raise_on_error=False)
+        yield {"root": root, "db": root / "warehouse.duckdb", "result": result,
+               "instance": instance, "truth": dataset / "truth"}
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -1,0 +1,61 @@
+"""Shared helpers for tests: generate small datasets, build a warehouse with ingest + dbt."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+
+from dagster_project import settings
+from dagster_project.lib.dbt_vars import dbt_vars
+from dagster_project.lib.ingest import ingest_partition
+from dagster_project.synthetic import Config, generate
+
+END = dt.date(2025, 6, 30)
+START = dt.date(2025, 1, 1)
+
+
+def make_dataset(root: Path, customers: int = 1500, seed: int = 11, **kw) -> Path:
+    """Generate sources under root/raw and truth under root/truth; returns root."""
+    generate(Config(customers=customers, start=kw.pop("start", START), end=kw.pop("end", END),
+                    seed=seed, out=root / "raw", truth=root / "truth", **kw))
+    return root
+
+
+def dbt_build(db: Path, as_of: dt.date, select: str | None = None) -> None:
+    """Run `dbt build` for one partition against `db` (a subprocess, like dagster-dbt does)."""
+    exe = Path(sys.executable).parent / "dbt"
+    cmd = [str(exe), "build", "--project-dir", str(settings.DBT_DIR), "--profiles-dir",
+           str(settings.DBT_DIR), "--vars", dbt_vars(as_of.isoformat()), "--quiet"]
+    if select:
+        cmd += ["--select", select]
+    env = {**os.environ, "DS_DUCKDB_PATH": str(db)}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AssertionError(f"dbt build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
+
+
+def build_warehouse(raw: Path, db: Path, as_of: dt.date, select: str | None = None) -> None:
+    con = duckdb.connect(str(db))
+    try:
+        ingest_partition(con, raw, as_of)
+    finally:
+        con.close()
+    dbt_build(db, as_of, select)
+
+
+def query(db: Path, sql: str, params: list | None = None):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, params or []).df()
+    finally:
+        con.close()
+
+
+def truth_summary(root: Path) -> dict:
+    return json.loads((root / "truth" / "summary.json").read_text())

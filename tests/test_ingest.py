@@ -1,0 +1,100 @@
+import datetime as dt
+import shutil
+
+import duckdb
+import pandas as pd
+import pytest
+
+from dagster_project.lib.ingest import IngestError, ingest_partition
+from dagster_project.synthetic import Config, generate
+
+from .helpers import END, START
+
+QUARANTINED_KINDS = ("malformed_row", "unparseable_timestamp", "future_timestamp",
+                     "negative_quantity")
+
+
+@pytest.fixture(scope="module")
+def ingested(dataset, tmp_path_factory):
+    db = tmp_path_factory.mktemp("ingest") / "w.duckdb"
+    con = duckdb.connect(str(db))
+    first = ingest_partition(con, dataset / "raw", END)
+    counts_1 = {t: con.execute(f"select count(*) from raw.{t}").fetchone()[0] for t in first}
+    q_1 = con.execute("select count(*) from raw.quarantine").fetchone()[0]
+    second = ingest_partition(con, dataset / "raw", END)
+    yield {"con": con, "first": first, "second": second, "counts_1": counts_1, "q_1": q_1}
+    con.close()
+
+
+def test_rerunning_a_partition_leaves_identical_row_counts(ingested):
+    con = ingested["con"]
+    counts_2 = {t: con.execute(f"select count(*) from raw.{t}").fetchone()[0]
+                for t in ingested["first"]}
+    assert counts_2 == ingested["counts_1"]
+    assert con.execute("select count(*) from raw.quarantine").fetchone()[0] == ingested["q_1"]
+    assert all(r.files_loaded == 0 for r in ingested["second"].values())
+    assert sum(r.files_loaded for r in ingested["first"].values()) > 1000
+
+
+def test_every_injected_malformed_row_is_in_quarantine_with_a_reason(ingested, dataset):
+    defects = pd.read_parquet(dataset / "truth" / "defects.parquet")
+    bad = defects[defects["kind"].isin(QUARANTINED_KINDS)]
+    assert set(bad["kind"]) == set(QUARANTINED_KINDS)
+    q = ingested["con"].execute("select file, line, reason from raw.quarantine").df()
+    merged = bad.merge(q, on=["file", "line"], how="left")
+    missed = merged[merged["reason"].isna()]
+    assert missed.empty, f"{len(missed)} injected defects not quarantined:\n{missed.head()}"
+    assert (merged["reason"].str.len() > 5).all()
+
+
+def test_quarantine_rows_name_file_line_and_column(ingested):
+    q = ingested["con"].execute(
+        "select * from raw.quarantine where reason = 'unparseable timestamp' limit 5").df()
+    assert len(q) == 5
+    assert q["file"].str.match(r"^[a-z]+/[a-z_]+/\d{4}-\d{2}-\d{2}\.csv$").all()
+    assert (q["line"] >= 2).all() and q["column_name"].notna().all()
+
+
+def test_nothing_read_is_lost_loaded_plus_quarantined_equals_lines_in_files(ingested, dataset):
+    con = ingested["con"]
+    files = con.execute(
+        "select raw_table, file, rows_loaded + rows_quarantined as n from raw.ingested_files"
+    ).df()
+    sample = files.sort_values(["raw_table", "file"]).groupby("raw_table").head(3)
+    for row in sample.itertuples():
+        with open(dataset / "raw" / row.file, encoding="utf-8") as f:
+            data_lines = sum(1 for _ in f) - 1
+        assert row.n == data_lines, row
+
+
+def test_a_file_missing_a_required_column_fails_naming_file_and_column(tmp_path):
+    generate(Config(customers=200, start=START, end=dt.date(2025, 1, 20), seed=3,
+                    out=tmp_path / "raw", truth=tmp_path / "truth",
+                    missing_column="crm__orders:gross_amount"))
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    with pytest.raises(IngestError) as err:
+        ingest_partition(con, tmp_path / "raw", dt.date(2025, 1, 20))
+    assert "crm/orders/2025-01-20.csv" in str(err.value)
+    assert "gross_amount" in str(err.value)
+    # the day before, the bad file had not landed: the partition loads fine
+    con2 = duckdb.connect(str(tmp_path / "w2.duckdb"))
+    ingest_partition(con2, tmp_path / "raw", dt.date(2025, 1, 19))
+
+
+def test_files_landed_after_the_partition_are_not_read(dataset, tmp_path):
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    ingest_partition(con, dataset / "raw", dt.date(2025, 3, 1))
+    latest = con.execute("select max(_file_date) from raw.crm__orders").fetchone()[0]
+    assert latest == dt.date(2025, 3, 1)
+
+
+def test_an_absent_optional_source_is_recorded_as_absent(dataset, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(dataset / "raw" / "crm", raw / "crm")
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    results = ingest_partition(con, raw, END)
+    assert not results["web__events"].present
+    status = dict(con.execute(
+        "select raw_table, present from raw.source_status where as_of_date = ?", [END]
+    ).fetchall())
+    assert status["web__events"] is False and status["crm__orders"] is True
