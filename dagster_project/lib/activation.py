@@ -1,0 +1,370 @@
+"""Upload-ready audience files for Google Customer Match and Meta custom audiences.
+
+Normalisation and hashing rules (SHA-256, lower-case hex digest):
+
+Google Customer Match (Google Ads API "Customer Match" / "normalize and hash user-provided
+data"; Display & Video 360 "Prepare user data"; CSV template headers
+``Email,Phone,First Name,Last Name,Country,Zip``):
+- email: trim, lower-case, then hash.
+- phone: E.164 *with* the leading "+" (e.g. "+18005550100"), then hash.
+- first / last name: trim, lower-case, then hash.
+- country: two-letter ISO 3166-1 code, NOT hashed; zip: NOT hashed.
+
+Meta custom audiences (Marketing API "Custom Audiences -- hashing and normalizing data" and
+Conversions API "Customer information parameters"; list headers ``email,phone,fn,ln,
+country,zip``):
+- email: trim, lower-case, hash ("John_Smith@gmail.com" -> "john_smith@gmail.com").
+- phone: digits only, country code kept, no "+", no leading zeros, hash
+  ("(650)555-1212" US -> "16505551212").
+- fn / ln: lower-case, no punctuation, UTF-8 kept ("Valéry" -> "valéry"), hash.
+- country: lower-case two-letter ISO 3166-1 code, hashed.
+- zip: lower-case, no spaces or dashes (US: first 5 digits), hashed.
+
+National phone numbers are converted to E.164 with a small rule table (DE, FR, GB, US, NL,
+ES, IT) using the customer's country: a national trunk "0" is dropped where the country uses
+one; Italy keeps its leading 0 (it is part of the number in E.164) and Spain has no trunk
+prefix. A number that cannot be normalised becomes null and is counted.
+
+Files are written to a temporary name in the same folder and `os.replace`d (readers keep the
+old file); rows are sorted so identical input gives byte-identical files. A manifest per
+as_of records counts, per-file sha256, and why an audience was not exported.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import unicodedata
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+PLATFORM_MIN_SIZE = 100
+GOOGLE_FILE = "google_customer_match.csv"
+META_FILE = "meta_custom_audience.csv"
+GOOGLE_HEADERS = ("Email", "Phone", "First Name", "Last Name", "Country", "Zip")
+META_HEADERS = ("email", "phone", "fn", "ln", "country", "zip")
+MANIFEST = "manifest.json"
+
+# country -> (calling code, national trunk prefix dropped in E.164, national number lengths)
+PHONE_RULES: dict[str, tuple[str, str | None, tuple[int, ...]]] = {
+    "DE": ("49", "0", tuple(range(6, 12))),
+    "FR": ("33", "0", (9,)),
+    "GB": ("44", "0", (9, 10)),
+    "US": ("1", None, (10,)),
+    "NL": ("31", "0", (9,)),
+    "ES": ("34", None, (9,)),
+    "IT": ("39", None, tuple(range(6, 12))),
+}
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_PHONE_PUNCT = re.compile(r"[\s().\-/]")
+_RAW_PHONE = re.compile(r"^(?:\s*\+\s*\d|[\s().\-/]*(?:\d[\s().\-/]*){7,}$)")
+
+
+class ExportRefused(RuntimeError):
+    """The audience gate did not pass (or the input is not fit to export)."""
+
+
+# --------------------------------------------------------------------------- normalising
+def sha256_hex(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def _blank(value: Any) -> bool:
+    if value is None or isinstance(value, str):
+        return value is None or value.strip() == ""
+    return bool(pd.isna(value)) or str(value).strip() == ""
+
+
+def normalize_email(value: Any) -> str | None:
+    """Trim and lower-case (both platforms). Not an address (no single '@') -> None."""
+    if _blank(value):
+        return None
+    s = str(value).strip().lower()
+    if s.count("@") != 1 or s.startswith("@") or s.endswith("@") or " " in s:
+        return None
+    return s
+
+
+def normalize_phone_e164(value: Any, country: Any = None) -> str | None:
+    """'+<country code><number>' or None when it cannot be normalised."""
+    if _blank(value):
+        return None
+    s = _PHONE_PUNCT.sub("", str(value).strip())
+    if s.startswith("+"):
+        digits = s[1:]
+    elif s.startswith("00"):  # international call prefix
+        digits = s[2:]
+    else:
+        cc = None if _blank(country) else str(country).strip().upper()
+        if cc not in PHONE_RULES or not s.isdigit():
+            return None
+        code, trunk, lengths = PHONE_RULES[cc]
+        national = s
+        if trunk and national.startswith(trunk):
+            national = national[len(trunk):]
+        elif cc == "US" and len(national) == 11 and national.startswith("1"):
+            national = national[1:]
+        if len(national) not in lengths:
+            return None
+        digits = code + national
+    if not digits.isdigit() or digits.startswith("0") or not 8 <= len(digits) <= 15:
+        return None
+    return "+" + digits
+
+
+def normalize_phone_meta(value: Any, country: Any = None) -> str | None:
+    """Digits only, country code kept, no '+', no leading zeros."""
+    e164 = normalize_phone_e164(value, country)
+    return None if e164 is None else e164[1:].lstrip("0")
+
+
+def normalize_name_google(value: Any) -> str | None:
+    if _blank(value):
+        return None
+    return str(value).strip().lower()
+
+
+def normalize_name_meta(value: Any) -> str | None:
+    if _blank(value):
+        return None
+    s = unicodedata.normalize("NFC", str(value).strip().lower())
+    s = "".join(ch for ch in s if not unicodedata.category(ch).startswith("P"))
+    s = " ".join(s.split())
+    return s or None
+
+
+def normalize_country(value: Any) -> str | None:
+    """Two-letter ISO code, upper case (Google, unhashed); Meta lower-cases before hashing."""
+    if _blank(value):
+        return None
+    s = str(value).strip().upper()
+    return s if re.fullmatch(r"[A-Z]{2}", s) else None
+
+
+def normalize_zip_google(value: Any) -> str | None:
+    return None if _blank(value) else str(value).strip()
+
+
+def normalize_zip_meta(value: Any, country: Any = None) -> str | None:
+    if _blank(value):
+        return None
+    s = re.sub(r"[\s\-]", "", str(value).strip().lower())
+    if normalize_country(country) == "US":
+        s = s[:5]
+    return s or None
+
+
+# --------------------------------------------------------------------------- preparing
+PREPARED_COLUMNS = (
+    "audience", "customer_id", "marketing_consent", "holdout",
+    "email_sha256", "phone_google_sha256", "phone_meta_sha256",
+    "fn_google_sha256", "ln_google_sha256", "fn_meta_sha256", "ln_meta_sha256",
+    "country", "zip", "country_meta_sha256", "zip_meta_sha256",
+)
+
+
+def prepare_audience_members(members: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Raw members -> the hashed membership frame that is gated and exported.
+
+    Input columns: audience, customer_id, marketing_consent, email, phone, first_name,
+    last_name, country, zip and optionally holdout (default False). No raw identifier
+    survives into the output. Returns (frame, stats) where stats counts unparseable phones
+    and invalid emails per audience.
+    """
+    m = members.copy()
+    if "holdout" not in m.columns:
+        m["holdout"] = False
+    for c in ("email", "phone", "first_name", "last_name", "country", "zip"):
+        if c not in m.columns:
+            m[c] = None
+    recs = []
+    stats: dict[str, dict[str, int]] = {}
+    for r in m.itertuples(index=False):
+        st = stats.setdefault(str(r.audience), {"unparseable_phones": 0, "invalid_emails": 0})
+        email = normalize_email(r.email)
+        if email is None and not _blank(r.email):
+            st["invalid_emails"] += 1
+        e164 = normalize_phone_e164(r.phone, r.country)
+        if e164 is None and not _blank(r.phone):
+            st["unparseable_phones"] += 1
+        country = normalize_country(r.country)
+        recs.append({
+            "audience": str(r.audience),
+            "customer_id": str(r.customer_id),
+            "marketing_consent": None if _blank(r.marketing_consent)
+            else bool(r.marketing_consent),
+            "holdout": False if _blank(r.holdout) else bool(r.holdout),
+            "email_sha256": sha256_hex(email),
+            "phone_google_sha256": sha256_hex(e164),
+            "phone_meta_sha256": sha256_hex(None if e164 is None else e164[1:]),
+            "fn_google_sha256": sha256_hex(normalize_name_google(r.first_name)),
+            "ln_google_sha256": sha256_hex(normalize_name_google(r.last_name)),
+            "fn_meta_sha256": sha256_hex(normalize_name_meta(r.first_name)),
+            "ln_meta_sha256": sha256_hex(normalize_name_meta(r.last_name)),
+            "country": country,
+            "zip": normalize_zip_google(r.zip),
+            "country_meta_sha256": sha256_hex(None if country is None else country.lower()),
+            "zip_meta_sha256": sha256_hex(normalize_zip_meta(r.zip, r.country)),
+        })
+    out = pd.DataFrame(recs, columns=list(PREPARED_COLUMNS))
+    out = out.astype({"marketing_consent": "object", "holdout": "bool"})
+    out = out.sort_values(["audience", "customer_id"], kind="stable").reset_index(drop=True)
+    return out, stats
+
+
+# --------------------------------------------------------------------------- files
+def _csv_bytes(headers, rows) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(headers)
+    for row in rows:
+        w.writerow(["" if v is None else v for v in row])
+    return buf.getvalue().encode("utf-8")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same folder, fsync, then os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _safe_dir(name: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("._")
+    if not s:
+        raise ValueError(f"audience name {name!r} gives an empty folder name")
+    return s
+
+
+def _none(v):
+    return None if v is None or (not isinstance(v, str) and pd.isna(v)) else v
+
+
+def google_rows(members: pd.DataFrame) -> list[tuple]:
+    return [tuple(_none(v) for v in r) for r in members[[
+        "email_sha256", "phone_google_sha256", "fn_google_sha256", "ln_google_sha256",
+        "country", "zip"]].itertuples(index=False)]
+
+
+def meta_rows(members: pd.DataFrame) -> list[tuple]:
+    return [tuple(_none(v) for v in r) for r in members[[
+        "email_sha256", "phone_meta_sha256", "fn_meta_sha256", "ln_meta_sha256",
+        "country_meta_sha256", "zip_meta_sha256"]].itertuples(index=False)]
+
+
+def write_audience_exports(prepared: pd.DataFrame, exports_dir, as_of, run_id: str,
+                           gate: Mapping[str, Any] | None, min_size: int = PLATFORM_MIN_SIZE,
+                           stats: Mapping[str, Mapping[str, int]] | None = None) -> dict:
+    """Write the upload files for every audience in `prepared`; return the manifest.
+
+    `gate` is the audience gate result (e.g. ``SuiteResult.to_dict()`` or
+    ``{"success": True, ...}``); without a passing gate nothing is written (ExportRefused).
+    Holdout members are left out. Audiences with fewer than `min_size` exportable members
+    are not exported (any files from an earlier run of the same as_of are removed) and the
+    reason goes into the manifest.
+    """
+    if not gate or not gate.get("success"):
+        raise ExportRefused(f"audience gate did not pass: "
+                            f"{(gate or {}).get('summary') or (gate or {}).get('error') or gate}")
+    missing = [c for c in PREPARED_COLUMNS if c not in prepared.columns]
+    if missing:
+        raise ExportRefused(f"prepared audience frame lacks columns {missing}")
+    consent = prepared["marketing_consent"]
+    if not consent.map(lambda v: v is True or v == True).all():
+        raise ExportRefused("an opted-out (or consent-unknown) customer is in an audience")
+
+    as_of_str = str(pd.Timestamp(as_of).date())
+    root = Path(exports_dir) / as_of_str
+    manifest: dict[str, Any] = {
+        "as_of_date": as_of_str, "run_id": str(run_id), "min_size": int(min_size),
+        "gate": {k: gate.get(k) for k in ("suite", "success", "n_expectations", "n_failed")
+                 if k in gate},
+        "audiences": {},
+    }
+    for audience in sorted(prepared["audience"].astype(str).unique()):
+        members = prepared[prepared["audience"].astype(str) == audience]
+        holdout = members["holdout"].astype(bool)
+        eligible = members[~holdout].sort_values("customer_id", kind="stable")
+        entry: dict[str, Any] = {
+            "members": len(members), "holdout_excluded": int(holdout.sum()),
+            "eligible": len(eligible),
+            **{k: int(v) for k, v in (stats or {}).get(audience, {}).items()},
+        }
+        folder = root / _safe_dir(audience)
+        if len(eligible) < min_size:
+            entry.update(exported=False, reason=(
+                f"{len(eligible)} exportable members < platform minimum {min_size}"),
+                files={})
+            for fname in (GOOGLE_FILE, META_FILE):  # no stale upload from an earlier run
+                if (folder / fname).exists():
+                    (folder / fname).unlink()
+            manifest["audiences"][audience] = entry
+            continue
+        files = {}
+        for fname, headers, rows in (
+                (GOOGLE_FILE, GOOGLE_HEADERS, google_rows(eligible)),
+                (META_FILE, META_HEADERS, meta_rows(eligible))):
+            data = _csv_bytes(headers, rows)
+            atomic_write(folder / fname, data)
+            files[fname] = {"rows": len(rows), "sha256": hashlib.sha256(data).hexdigest()}
+        entry.update(exported=True, reason=None, files=files)
+        manifest["audiences"][audience] = entry
+    atomic_write(root / MANIFEST,
+                 (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    return manifest
+
+
+# --------------------------------------------------------------------------- PII scan
+_HASHED_HEADERS = {"Email", "Phone", "First Name", "Last Name",
+                   "email", "phone", "fn", "ln", "country", "zip"}
+
+
+def scan_export_for_pii(path) -> list[str]:
+    """Raw emails / phones (or unhashed identifiers) in an export CSV; [] when clean.
+
+    Any cell with '@' is a raw email; a cell that looks like a phone ('+digit', or >= 7
+    digits with phone punctuation only) and is not a 64-hex digest is a raw phone (Google's
+    unhashed Zip column is exempt from the phone rule only). In hashed columns (all Meta
+    columns; Google's Email, Phone, First Name, Last Name) a non-empty cell must be 64-hex.
+    """
+    path = Path(path)
+    findings: list[str] = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        headers = next(reader, None) or []
+        google = tuple(headers) == GOOGLE_HEADERS
+        for lineno, row in enumerate(reader, start=2):
+            for header, cell in zip(headers, row):
+                if cell == "":
+                    continue
+                where = f"{path.name}:{lineno} column {header!r}"
+                if "@" in cell:
+                    findings.append(f"{where}: raw email")
+                    continue
+                if header not in ("Zip",) and not _HEX64.match(cell) and _RAW_PHONE.match(cell):
+                    findings.append(f"{where}: raw phone")
+                    continue
+                hashed = header in _HASHED_HEADERS and not (google and header in ("Country",
+                                                                                  "Zip"))
+                if hashed and not _HEX64.match(cell):
+                    findings.append(f"{where}: not a sha256 hex digest")
+    return findings

@@ -1,0 +1,221 @@
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dagster_project.lib.exclusions import (
+    AUDIENCES,
+    EVIDENCE,
+    activation_audiences,
+    build_exclusions,
+)
+from dagster_project.lib.segments import SEGMENTS, assign_segments, load_config
+
+ALL_SOURCES = {"web": True, "ads": True, "returns": True, "support": True}
+
+
+def constructed_frame(n_background: int = 4000, n_planted: int = 150, seed: int = 0):
+    """Ordinary customers plus three planted do-not-target archetypes (column `planted`)."""
+    rng = np.random.default_rng(seed)
+    kinds = np.repeat(["background", *AUDIENCES], [n_background, n_planted, n_planted, n_planted])
+    n = len(kinds)
+    org, mar, cre = (kinds == a for a in AUDIENCES)
+
+    orders_365d = rng.poisson(2.0, n) + 1
+    orders_365d = np.where(org, rng.integers(6, 16, n), orders_365d)
+    orders_365d = np.where(mar, rng.integers(2, 6, n), orders_365d)
+    revenue = orders_365d * rng.lognormal(4.2, 0.5, n)
+    margin = revenue * rng.normal(0.3, 0.12, n)
+    margin = np.where(mar, -revenue * rng.uniform(0.05, 0.4, n), margin)
+    unpaid = np.where(org, rng.uniform(0.9, 1.0, n), rng.beta(2, 3, n))
+    return_rate = np.where(mar, rng.uniform(0.6, 0.95, n), rng.beta(1, 9, n))
+    impressions = np.where(rng.random(n) < 0.6, rng.poisson(8, n), 0)
+    impressions = np.where(cre, rng.integers(40, 150, n), impressions)
+    impressions = np.where(org, rng.poisson(2, n), impressions)
+    clicks = np.where(cre, 0, rng.binomial(impressions, 0.05))
+    sessions = np.where(cre, 0, rng.poisson(1.5, n))
+    orders_30d = np.where(cre, 0, rng.poisson(0.3, n))
+
+    frame = pd.DataFrame(
+        {
+            "customer_id": [f"k{i:05d}" for i in range(n)],
+            "lifecycle_state": "active",
+            "marketing_consent": rng.random(n) < 0.75,
+            "orders_lifetime": orders_365d + rng.integers(0, 3, n),
+            "orders_365d": orders_365d.astype(float),
+            "paid_orders_365d": np.round(orders_365d * (1 - unpaid)),
+            "unpaid_order_share": unpaid,
+            "revenue_365d": revenue,
+            "contribution_margin_365d": margin,
+            "margin_per_order_365d": margin / orders_365d,
+            "return_rate_365d": return_rate,
+            "refund_share_365d": return_rate * 0.9,
+            "discount_rate": np.where(mar, rng.uniform(0.3, 0.5, n), rng.beta(1, 10, n)),
+            "support_minutes_365d": np.where(mar, rng.gamma(4, 20, n), rng.gamma(1, 5, n)),
+            "purchase_30d_score": np.where(org, rng.beta(9, 2, n), rng.beta(2, 5, n)),
+            "return_60d_score": np.where(mar, rng.beta(6, 2, n), rng.beta(1, 6, n)),
+            "impressions_30d": impressions.astype(float),
+            "exposure_days_30d": np.minimum(impressions, 30).astype(float),
+            "clicks_30d": clicks.astype(float),
+            "sessions_30d": sessions.astype(float),
+            "orders_30d": orders_30d.astype(float),
+            "planted": kinds,
+        }
+    )
+    return frame
+
+
+def _precision_recall(frame, result, audience):
+    found = set(result.table.loc[result.table["audience"] == audience, "customer_id"])
+    truth = set(frame.loc[frame["planted"] == audience, "customer_id"])
+    hit = len(found & truth)
+    return hit / max(len(found), 1), hit / len(truth)
+
+
+@pytest.mark.parametrize("audience", AUDIENCES)
+def test_planted_do_not_target_customers_are_found_with_high_precision_and_recall(audience):
+    frame = constructed_frame()
+    result = build_exclusions(frame, load_config())
+    precision, recall = _precision_recall(frame, result, audience)
+    assert precision >= 0.8, (audience, precision, result.thresholds)
+    assert recall >= 0.6, (audience, recall, result.thresholds)
+    assert result.sizes[audience] == (result.table["audience"] == audience).sum()
+
+
+def test_every_audience_row_carries_its_evidence_and_a_reason():
+    frame = constructed_frame()
+    result = build_exclusions(frame, load_config())
+    for audience, columns in EVIDENCE.items():
+        rows = result.table[result.table["audience"] == audience]
+        assert len(rows) > 0
+        assert set(columns) <= set(result.table.columns)
+        assert rows[list(columns)].notna().all(axis=None), audience
+        assert rows["reason"].str.len().gt(20).all()
+    destroyers = result.table[result.table["audience"] == "margin_destroyer"]
+    assert (destroyers["contribution_margin_365d"] < 0).all()
+    assert (destroyers["orders_365d"] >= 2).all()
+
+
+def test_exclusion_cuts_are_learned_from_the_partition():
+    frame = constructed_frame()
+    a = build_exclusions(frame, load_config())
+    lifted = frame.copy()
+    lifted["purchase_30d_score"] = np.sqrt(lifted["purchase_30d_score"])
+    lifted["impressions_30d"] = lifted["impressions_30d"] * 3
+    b = build_exclusions(lifted, load_config())
+    cut_a = a.thresholds["organic_inevitable"]["purchase_30d_cut"]
+    assert b.thresholds["organic_inevitable"]["purchase_30d_cut"] == pytest.approx(np.sqrt(cut_a))
+    assert (
+        b.thresholds["creative_resistant"]["impressions_30d_cut"]
+        > a.thresholds["creative_resistant"]["impressions_30d_cut"]
+    )
+
+
+def test_creative_resistant_needs_a_minimum_number_of_impressions():
+    frame = constructed_frame()
+    frame["impressions_30d"] = np.minimum(frame["impressions_30d"], 5)  # nobody heavily exposed
+    result = build_exclusions(frame, load_config())
+    assert result.thresholds["creative_resistant"]["impressions_30d_cut"] >= 20
+    assert result.sizes["creative_resistant"] == 0
+
+
+def test_a_crm_only_brand_reports_creative_resistant_impossible_and_margin_rule_reduced():
+    frame = constructed_frame()
+    for col in ("impressions_30d", "clicks_30d", "exposure_days_30d", "sessions_30d"):
+        frame[col] = 0.0
+    frame["return_rate_365d"] = 0.0
+    frame["return_60d_score"] = np.nan
+    result = build_exclusions(frame, load_config())
+    assert "creative_resistant" in result.impossible
+    assert "no return evidence" in result.notes["margin_destroyer"]
+    found = result.table[result.table["audience"] == "margin_destroyer"]
+    assert (found["contribution_margin_365d"] < 0).all() and len(found) > 0
+
+
+def test_holdout_evidence_of_paid_media_lift_keeps_a_customer_out_of_organic_inevitables():
+    frame = constructed_frame()
+    base = build_exclusions(frame, load_config())
+    organic = base.table.loc[base.table["audience"] == "organic_inevitable", "customer_id"]
+    lifted = organic.iloc[:10]
+    holdout = pd.DataFrame({"customer_id": organic, "holdout_incremental_lift": 0.0}).assign(
+        holdout_incremental_lift=lambda d: np.where(d["customer_id"].isin(lifted), 0.3, 0.0)
+    )
+    result = build_exclusions(frame, load_config(), holdout_evidence=holdout)
+    now = set(result.table.loc[result.table["audience"] == "organic_inevitable", "customer_id"])
+    assert now == set(organic) - set(lifted)
+    assert "holdout_incremental_lift" in result.table.columns
+
+
+def _random_frame(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    """Anything goes: random states, scores with holes, sparse features, random consent."""
+    nan_holes = rng.random(n) < 0.1
+    frame = pd.DataFrame(
+        {
+            "customer_id": rng.permutation(n).astype(str),
+            "lifecycle_state": rng.choice(["prospect", "new", "active", "lapsing", "churned"], n),
+            "marketing_consent": rng.random(n) < rng.uniform(0.1, 0.9),
+            "orders_lifetime": rng.poisson(2, n).astype(float),
+            "orders_365d": rng.poisson(1.5, n).astype(float),
+            "orders_30d": rng.poisson(0.2, n).astype(float),
+            "revenue_365d": rng.gamma(1, 200, n),
+            "contribution_margin_365d": rng.normal(20, 60, n),
+            "unpaid_order_share": rng.random(n),
+            "return_rate_365d": rng.beta(1, 4, n),
+            "discount_order_share": rng.random(n),
+            "impressions_30d": rng.poisson(rng.uniform(1, 30), n).astype(float),
+            "clicks_30d": rng.binomial(1, 0.3, n).astype(float),
+            "sessions_30d": rng.poisson(0.5, n).astype(float),
+            "product_views_30d": rng.poisson(1, n).astype(float),
+            "trust_view_share_90d": rng.random(n) * (rng.random(n) < 0.4),
+        }
+    )
+    for target in ("purchase_30d", "repeat_90d", "churn_90d", "discount_next_order", "return_60d"):
+        frame[f"{target}_score"] = np.where(nan_holes, np.nan, rng.random(n))
+    return frame
+
+
+def test_opted_out_customer_is_in_no_activation_audience_whatever_the_data():
+    config = copy.deepcopy(load_config())
+    config["min_segment_size"] = 10
+    for seed in range(25):
+        rng = np.random.default_rng(seed)
+        frame = _random_frame(rng, int(rng.integers(200, 800)))
+        segments = assign_segments(frame, config, ALL_SOURCES)
+        exclusions = build_exclusions(frame, config)
+        consent = frame.set_index("customer_id")["marketing_consent"]
+        act = activation_audiences(segments.table, exclusions, consent).set_index("customer_id")
+        opted_out = consent.index[~consent.to_numpy()]
+        rows = act.loc[opted_out]
+        assert not rows["activation_eligible"].any(), seed
+        assert rows["activation_segment"].isna().all(), seed
+        assert not rows[[f"activate_{s}" for s in SEGMENTS]].any(axis=None), seed
+        assert (rows["not_activated_reason"] == "no marketing consent").all(), seed
+        # excluded customers are out of activation too, consent or not
+        excluded = act["exclusion_audiences"] != ""
+        assert not act.loc[excluded, "activation_eligible"].any(), seed
+        # and the filter is not vacuous: some consenting, non-excluded customers are active
+        assert act["activation_eligible"].any(), seed
+        assert (act["activation_eligible"] == (act["marketing_consent"] & ~excluded)).all()
+
+
+def test_customer_missing_from_the_consent_list_is_not_activated():
+    frame = constructed_frame(n_background=600, n_planted=20)
+    config = copy.deepcopy(load_config())
+    config["min_segment_size"] = 10
+    segments = assign_segments(frame, config, ALL_SOURCES)
+    consent = pd.DataFrame({"customer_id": frame["customer_id"], "marketing_consent": True})
+    consent = consent.iloc[100:]  # the first 100 customers have no consent record
+    act = activation_audiences(segments.table, build_exclusions(frame, config), consent)
+    assert not act["activation_eligible"].iloc[:100].any()
+    assert act["activation_eligible"].iloc[100:].any()
+
+
+def test_consent_given_as_text_is_refused_rather_than_read_as_true():
+    frame = constructed_frame(n_background=300, n_planted=10)
+    config = copy.deepcopy(load_config())
+    config["min_segment_size"] = 10
+    segments = assign_segments(frame, config, ALL_SOURCES)
+    consent = pd.Series("false", index=frame["customer_id"])
+    with pytest.raises(TypeError):
+        activation_audiences(segments.table, build_exclusions(frame, config), consent)
