@@ -1,0 +1,111 @@
+"""Layers 1 and 2 on the generator's data, through the real nightly run."""
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from dagster_project.defs.propensity.assets import TRAINING_SQL
+from dagster_project.lib import propensity as pm
+from dagster_project.lib.features import FEATURE_COLUMNS, LABELS
+
+from .helpers import END, query
+
+
+def test_one_partition_materializes_end_to_end_in_process(nightly_run):
+    result = nightly_run["result"]
+    failed = [e.step_key for e in result.all_events if e.is_step_failure]
+    assert result.success, f"failed steps: {failed}"
+    n = query(nightly_run["db"], "select count(*) n from segmentation.decision_segments "
+              "where as_of_date = ?", [END])["n"][0]
+    assert n > 1000
+
+
+def test_rules_layer_thresholds_are_learned_and_saved_with_the_partition(nightly_run):
+    th = query(nightly_run["db"], "select thresholds_json from segmentation.rule_thresholds "
+               "where as_of_date = ?", [END])
+    assert len(th) == 1
+    import json
+    t = json.loads(th["thresholds_json"][0])
+    assert t["source"] == "learned"
+    assert 0 < t["lapsing_days"] < t["churned_days"]
+    states = query(nightly_run["db"], "select lifecycle_state, count(*) n from "
+                   "segmentation.customer_states where as_of_date = ? group by 1", [END])
+    assert set(states["lifecycle_state"]) >= {"prospect", "active", "lapsing", "churned"}
+
+
+@pytest.fixture(scope="module")
+def metrics(nightly_run):
+    return query(nightly_run["db"], "select * from segmentation.model_metrics where as_of_date = ?",
+                 [END]).set_index("target")
+
+
+def test_every_model_is_trained_and_beats_its_naive_baseline(metrics):
+    assert set(metrics.index) == set(LABELS)
+    trained = metrics[metrics["status"] == "trained"]
+    print(trained[["model_roc_auc", "baseline_roc_auc", "model_pr_auc", "baseline_pr_auc",
+                   "model_brier", "model_top_decile_lift"]].round(3).to_string())
+    assert len(trained) == len(LABELS), metrics["absent_reason"].to_dict()
+    losers = trained[~trained["beats_baseline"].astype(bool)]
+    assert losers.empty, losers[["model_roc_auc", "baseline_roc_auc"]]
+    assert (trained["model_roc_auc"] > trained["baseline_roc_auc"]).all()
+
+
+def test_purchase_30d_auc_is_within_005_of_the_planted_true_probability(nightly_run, metrics):
+    """Score the validation (calibration) half with the saved model and compare its AUC with
+    the AUC of the generator's true probability on exactly the same customers."""
+    import duckdb
+
+    target = "purchase_30d"
+    con = duckdb.connect(str(nightly_run["db"]), read_only=True)
+    frame = con.execute(TRAINING_SQL.replace("{target}", target),
+                        {"as_of": END, "n_cutoffs": 6, "max_customers": 150_000}).df()
+    con.close()
+    prepared = pm.prepare(frame, target)
+    valid = prepared[prepared["fold"] == "calibration"]
+    model = pm.load_model(nightly_run["root"] / "models" / target / END.isoformat())
+    scored = pm.score(model, valid)
+    truth = pd.read_parquet(nightly_run["truth"] / "purchase_probability.parquet")
+    truth["cutoff_date"] = pd.to_datetime(truth["cutoff_date"]).dt.date
+    valid = valid.assign(score=scored["score"].to_numpy(),
+                         cutoff_date=pd.to_datetime(valid["cutoff_date"]).dt.date)
+    merged = valid.merge(truth, on=["cutoff_date", "customer_id"], how="inner")
+    assert len(merged) >= 0.95 * len(valid) and len(merged) > 300
+    model_auc = roc_auc_score(merged[target], merged["score"])
+    truth_auc = roc_auc_score(merged[target], merged["p_purchase_30d"])
+    print(f"purchase_30d on {len(merged)} validation customers: model AUC {model_auc:.3f}, "
+          f"planted truth AUC {truth_auc:.3f}, stored metric {metrics.loc[target, 'model_roc_auc']:.3f}")
+    assert abs(model_auc - truth_auc) <= 0.05
+    assert model_auc == pytest.approx(metrics.loc[target, "model_roc_auc"], abs=0.02)
+
+
+def test_scores_are_calibrated_probabilities_with_three_readable_drivers(nightly_run):
+    s = query(nightly_run["db"], "select * from segmentation.propensity_scores "
+              "where as_of_date = ?", [END])
+    for t in LABELS:
+        col = s[f"{t}_score"]
+        assert col.between(0, 1).all(), t
+        assert s[f"{t}_driver_1"].isin(FEATURE_COLUMNS).all(), t
+        assert s[f"{t}_drivers_text"].str.contains("↑|↓").all(), t
+    assert s["customer_id"].is_unique
+
+
+def test_models_are_saved_with_metadata_and_rescore_without_retraining(nightly_run):
+    import json
+
+    d = nightly_run["root"] / "models" / "churn_90d" / END.isoformat()
+    meta = json.loads((d / "metadata.json").read_text())
+    assert meta["feature_cols"] == list(FEATURE_COLUMNS)
+    assert meta["train_cutoffs"] and meta["valid_cutoff"] and meta["data_fingerprint"]
+    assert (d / "model.txt").read_text().startswith("tree")
+    model = pm.load_model(d)
+    feats = query(nightly_run["db"], "select * from marts.customer_features where as_of_date = ? "
+                  "order by customer_id", [END])
+    stored = query(nightly_run["db"], "select customer_id, churn_90d_score from "
+                   "segmentation.propensity_scores where as_of_date = ? order by customer_id",
+                   [END])
+    rescored = pm.score(model, feats)
+    np.testing.assert_array_equal(rescored["score"].to_numpy(),
+                                  stored["churn_90d_score"].to_numpy())
