@@ -33,8 +33,8 @@ def planted_frame(n_per_driver: int = 600, n_unknown: int = 600, seed: int = 0) 
         impressions = rng.poisson(30, n)
         clicks = rng.binomial(impressions, np.where(mine, 0.08, 0.01))
         frame[PAGE_FEATURES[theme]] = np.where(engaged, views, 0).astype(float)
-        frame[f"impressions_{theme}_90d"] = impressions.astype(float)
-        frame[f"clicks_{theme}_90d"] = np.where(engaged, clicks, 0).astype(float)
+        frame[f"impressions_{theme}_365d"] = impressions.astype(float)
+        frame[f"clicks_{theme}_365d"] = np.where(engaged, clicks, 0).astype(float)
     frame["planted"] = planted
     return frame
 

@@ -27,7 +27,8 @@ def constructed_frame(n_background: int = 4000, n_planted: int = 150, seed: int 
     orders_365d = np.where(mar, rng.integers(2, 6, n), orders_365d)
     revenue = orders_365d * rng.lognormal(4.2, 0.5, n)
     margin = revenue * rng.normal(0.3, 0.12, n)
-    margin = np.where(mar, -revenue * rng.uniform(0.05, 0.4, n), margin)
+    # planted destroyers lose materially (more than a typical repeat buyer earns)
+    margin = np.where(mar, -revenue * rng.uniform(0.5, 1.2, n), margin)
     unpaid = np.where(org, rng.uniform(0.9, 1.0, n), rng.beta(2, 3, n))
     return_rate = np.where(mar, rng.uniform(0.6, 0.95, n), rng.beta(1, 9, n))
     impressions = np.where(rng.random(n) < 0.6, rng.poisson(8, n), 0)
@@ -219,3 +220,22 @@ def test_consent_given_as_text_is_refused_rather_than_read_as_true():
     consent = pd.Series("false", index=frame["customer_id"])
     with pytest.raises(TypeError):
         activation_audiences(segments.table, build_exclusions(frame, config), consent)
+
+
+def test_a_loss_smaller_than_a_typical_repeat_buyers_margin_is_not_a_margin_destroyer():
+    n = 400
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({
+        "customer_id": [f"C{i:04d}" for i in range(n)],
+        "orders_lifetime": np.full(n, 4.0),
+        "orders_365d": np.full(n, 4.0),
+        "contribution_margin_365d": rng.normal(100, 20, n),
+        "return_rate_365d": np.full(n, 0.5),
+        "return_60d_score": np.full(n, 0.9),
+    })
+    frame.loc[0, "contribution_margin_365d"] = -5.0      # a rounding error of a loss
+    frame.loc[1, "contribution_margin_365d"] = -400.0    # a material loss
+    result = build_exclusions(frame, load_config())
+    members = set(result.table.loc[result.table["audience"] == "margin_destroyer", "customer_id"])
+    assert "C0001" in members and "C0000" not in members
+    assert result.thresholds["margin_destroyer"]["margin_below"] < -50

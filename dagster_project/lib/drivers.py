@@ -3,14 +3,14 @@
 Evidence per theme (``features.THEMES``):
 
 =========== ============================ =====================================
-theme       web page views               creative response (90 days)
+theme       web page views (a year)      creative response (a year)
 =========== ============================ =====================================
-proof       reviews_views_30d            clicks_proof_90d / impressions_proof_90d
-identity    about_views_90d              clicks_identity_90d / impressions_...
-anxiety     guarantee_views_30d          ...
-convenience shipping_returns_views_30d   ...
-value       sale_views_90d               ...
-performance comparison_views_30d         ...
+proof       reviews_views_365d           clicks_proof_365d / impressions_proof_365d
+identity    about_views_365d             clicks_identity_365d / impressions_...
+anxiety     guarantee_views_365d         ...
+convenience shipping_returns_views_365d  ...
+value       sale_views_365d              ...
+performance comparison_views_365d        ...
 =========== ============================ =====================================
 
 Profile — per customer, a 6-share theme-affinity vector (sums to 1):
@@ -48,13 +48,15 @@ from dagster_project.lib.segments import DEFAULT_SEGMENT, SEGMENTS, counts, load
 
 UNKNOWN = "unknown"
 DRIVERS: tuple[str, ...] = (*THEMES, UNKNOWN)
+# A year of evidence, the same window for every theme (30-day counts are mostly zeros and
+# mixed windows would favour the themes counted over longer periods).
 PAGE_FEATURES: dict[str, str] = {
-    "proof": "reviews_views_30d",
-    "identity": "about_views_90d",
-    "anxiety": "guarantee_views_30d",
-    "convenience": "shipping_returns_views_30d",
-    "value": "sale_views_90d",
-    "performance": "comparison_views_30d",
+    "proof": "reviews_views_365d",
+    "identity": "about_views_365d",
+    "anxiety": "guarantee_views_365d",
+    "convenience": "shipping_returns_views_365d",
+    "value": "sale_views_365d",
+    "performance": "comparison_views_365d",
 }
 
 
@@ -76,8 +78,8 @@ def theme_profiles(
     """(profile n x 6, engaged mask): the smoothed theme-affinity shares defined above."""
     n = len(frame)
     views = np.column_stack([counts(frame, PAGE_FEATURES[t]) for t in THEMES])
-    clicks = np.column_stack([counts(frame, f"clicks_{t}_90d") for t in THEMES])
-    impressions = np.column_stack([counts(frame, f"impressions_{t}_90d") for t in THEMES])
+    clicks = np.column_stack([counts(frame, f"clicks_{t}_365d") for t in THEMES])
+    impressions = np.column_stack([counts(frame, f"impressions_{t}_365d") for t in THEMES])
     views, clicks, impressions = (np.clip(a, 0, None) for a in (views, clicks, impressions))
     k = len(THEMES)
 

@@ -115,7 +115,10 @@ def _organic_inevitable(frame, cfg, holdout):
     orders = numeric(frame, "orders_365d")
     buyers = numeric(frame, "orders_lifetime") > 0
     cut = quantile_cut(p30, buyers, cfg["purchase_quantile"])
-    member = (orders >= cfg["min_orders_365d"]) & (unpaid >= cfg["min_unpaid_share"]) & (p30 >= cut)
+    # "would buy anyway" needs a history: frequent buying, not one lucky organic order
+    freq_cut = max(float(cfg["min_orders_365d"]),
+                   quantile_cut(orders, buyers, cfg.get("frequency_quantile", 0.0)))
+    member = (orders >= freq_cut) & (unpaid >= cfg["min_unpaid_share"]) & (p30 >= cut)
     parts: list = [
         "purchase chance 30d ",
         (p30, "%.2f"),
@@ -131,7 +134,8 @@ def _organic_inevitable(frame, cfg, holdout):
         member &= ~(lift > cfg["max_holdout_lift"])
         parts += [", holdout lift ", (lift, "%.2f")]
         note = f"holdout evidence used: lift > {cfg['max_holdout_lift']} keeps a customer out"
-    return member, compose(member, *parts), {"purchase_30d_cut": cut}, note
+    return (member, compose(member, *parts),
+            {"purchase_30d_cut": cut, "orders_365d_cut": freq_cut}, note)
 
 
 def _margin_destroyer(frame, cfg, holdout):
@@ -142,6 +146,12 @@ def _margin_destroyer(frame, cfg, holdout):
     buyers = numeric(frame, "orders_lifetime") > 0
     sure = orders >= cfg["min_orders_365d"]
     margin_cut = float(cfg["max_margin"])
+    if cfg.get("materiality") == "median_repeat_buyer_margin":
+        # loses more over the year than a typical repeat buyer earns: a loss that matters,
+        # not a rounding error on one order
+        typical = np.nanmedian(margin[sure]) if sure.any() else np.nan
+        if np.isfinite(typical) and typical > 0:
+            margin_cut = min(margin_cut, -float(typical))
     member = sure & (margin < margin_cut)
     thresholds = {"margin_below": margin_cut}
     if cfg.get("margin_quantile") is not None:

@@ -81,6 +81,16 @@ FEATURES: dict[str, str] = {
     "ad_ctr_90d": "ad click-through rate (90 days)",
     **{f"clicks_{t}_90d": f"clicks on {t}-themed creatives (90 days)" for t in THEMES},
     **{f"impressions_{t}_90d": f"impressions of {t}-themed creatives (90 days)" for t in THEMES},
+    # a year of theme-page views and creative response: enough evidence per customer to tell
+    # which persuasion theme convinces them (30-day counts are mostly zeros)
+    "reviews_views_365d": "reviews-page views (year)",
+    "about_views_365d": "brand-story page views (year)",
+    "guarantee_views_365d": "guarantee-page views (year)",
+    "shipping_returns_views_365d": "shipping & returns page views (year)",
+    "sale_views_365d": "sale-page views (year)",
+    "comparison_views_365d": "comparison-page views (year)",
+    **{f"clicks_{t}_365d": f"clicks on {t}-themed creatives (year)" for t in THEMES},
+    **{f"impressions_{t}_365d": f"impressions of {t}-themed creatives (year)" for t in THEMES},
 }
 
 FEATURE_COLUMNS: tuple[str, ...] = tuple(FEATURES)

@@ -189,7 +189,14 @@ web_stats as (
         coalesce(sum(about_views) filter (where age_days < 90), 0) as about_views_90d,
         coalesce(sum(sale_views) filter (where age_days < 90), 0) as sale_views_90d,
         coalesce(sum(trust_views) filter (where age_days < 90), 0) as trust_views_90d,
-        coalesce(sum(page_views) filter (where age_days < 90), 0) as page_views_90d
+        coalesce(sum(page_views) filter (where age_days < 90), 0) as page_views_90d,
+        coalesce(sum(reviews_views) filter (where age_days < 365), 0) as reviews_views_365d,
+        coalesce(sum(about_views) filter (where age_days < 365), 0) as about_views_365d,
+        coalesce(sum(guarantee_views) filter (where age_days < 365), 0) as guarantee_views_365d,
+        coalesce(sum(shipping_returns_views) filter (where age_days < 365), 0)
+            as shipping_returns_views_365d,
+        coalesce(sum(sale_views) filter (where age_days < 365), 0) as sale_views_365d,
+        coalesce(sum(comparison_views) filter (where age_days < 365), 0) as comparison_views_365d
     from web_at
     group by all
 ),
@@ -202,21 +209,29 @@ ad_stats as (
             as impressions_30d,
         coalesce(sum(x.clicks) filter (where x.exposure_date > c.cutoff_date - 30), 0)
             as clicks_30d,
-        sum(x.impressions) as impressions_90d,
-        sum(x.clicks) as clicks_90d,
+        coalesce(sum(x.impressions) filter (where x.exposure_date > c.cutoff_date - 90), 0)
+            as impressions_90d,
+        coalesce(sum(x.clicks) filter (where x.exposure_date > c.cutoff_date - 90), 0)
+            as clicks_90d,
         count(distinct x.exposure_date) filter (where x.exposure_date > c.cutoff_date - 30)
             as exposure_days_30d,
         {%- for t in ['proof', 'identity', 'anxiety', 'convenience', 'value', 'performance'] %}
-        coalesce(sum(x.clicks) filter (where x.persuasion_theme = '{{ t }}'), 0)
+        coalesce(sum(x.clicks) filter (
+            where x.persuasion_theme = '{{ t }}' and x.exposure_date > c.cutoff_date - 90), 0)
             as clicks_{{ t }}_90d,
+        coalesce(sum(x.impressions) filter (
+            where x.persuasion_theme = '{{ t }}' and x.exposure_date > c.cutoff_date - 90), 0)
+            as impressions_{{ t }}_90d,
+        coalesce(sum(x.clicks) filter (where x.persuasion_theme = '{{ t }}'), 0)
+            as clicks_{{ t }}_365d,
         coalesce(sum(x.impressions) filter (where x.persuasion_theme = '{{ t }}'), 0)
-            as impressions_{{ t }}_90d{{ "," if not loop.last }}
+            as impressions_{{ t }}_365d{{ "," if not loop.last }}
         {%- endfor %}
     from cutoffs as c
     inner join {{ ref('int_ads__exposures_themed') }} as x
         on x.landed_date <= c.cutoff_date
         and x.exposure_date <= c.cutoff_date
-        and x.exposure_date > c.cutoff_date - 90
+        and x.exposure_date > c.cutoff_date - 365
     group by all
 ),
 
@@ -310,7 +325,16 @@ final as (
         coalesce(a.clicks_{{ t }}_90d, 0)::double as clicks_{{ t }}_90d,
         {%- endfor %}
         {%- for t in ['proof', 'identity', 'anxiety', 'convenience', 'value', 'performance'] %}
-        coalesce(a.impressions_{{ t }}_90d, 0)::double as impressions_{{ t }}_90d{{ "," if not loop.last }}
+        coalesce(a.impressions_{{ t }}_90d, 0)::double as impressions_{{ t }}_90d,
+        {%- endfor %}
+        {%- for p in ['reviews', 'about', 'guarantee', 'shipping_returns', 'sale', 'comparison'] %}
+        coalesce(w.{{ p }}_views_365d, 0)::double as {{ p }}_views_365d,
+        {%- endfor %}
+        {%- for t in ['proof', 'identity', 'anxiety', 'convenience', 'value', 'performance'] %}
+        coalesce(a.clicks_{{ t }}_365d, 0)::double as clicks_{{ t }}_365d,
+        {%- endfor %}
+        {%- for t in ['proof', 'identity', 'anxiety', 'convenience', 'value', 'performance'] %}
+        coalesce(a.impressions_{{ t }}_365d, 0)::double as impressions_{{ t }}_365d{{ "," if not loop.last }}
         {%- endfor %}
     from customers_at as b
     left join order_stats as o using (cutoff_date, customer_id)
