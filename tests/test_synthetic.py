@@ -187,7 +187,8 @@ def test_planted_archetypes_behave_distinctly_in_the_data(run):
 def test_disabled_sources_write_no_files_even_over_an_earlier_full_run(tmp_path):
     generate(_config(tmp_path, customers=300))
     assert any((tmp_path / "raw" / "web" / "events").glob("*.csv"))
-    generate(_config(tmp_path, customers=300, web=False, ads=False, returns=False, support=False, fx=False))
+    generate(_config(tmp_path, customers=300, web=False, ads=False, returns=False, support=False, fx=False,
+                     activation=False))
     written = {p.relative_to(tmp_path / "raw").parts[:2] for p in (tmp_path / "raw").rglob("*.csv")}
     assert written == {("crm", "customers"), ("crm", "orders"), ("crm", "order_lines")}
     orders = _orders(tmp_path / "raw")

@@ -234,11 +234,36 @@ TABLES: tuple[SourceTable, ...] = (
         event_time="rate_date",
         dedupe_key=("rate_date", "currency"),
     ),
+    SourceTable(
+        "marketing", "activation_log", "activation / marketing automation",
+        "Past audience activations: who was put in which segment audience on which day, and "
+        "whether they were sent (treated) or kept out as the segment's holdout. Holdout "
+        "customers are listed too, so incrementality can compare the two groups. The group "
+        "column is called test_group, not group: GROUP is a reserved word in SQL.",
+        "one row per (activation_date, customer_id, audience)",
+        (
+            C("activation_date", "DATE", "day the audience was activated (sent)", nullable=False),
+            C("customer_id", "VARCHAR", "CRM customer in the audience", nullable=False),
+            C("segment", "VARCHAR", "decision segment the audience was built from",
+              nullable=False),
+            C("audience", "VARCHAR", "audience name, <segment>_<channel>", nullable=False),
+            C("channel", "VARCHAR", "activation channel (email, meta, google, tiktok, display)",
+              nullable=False),
+            C("test_group", "VARCHAR",
+              "treated (sent) or holdout (kept out by the segment's hash-based holdout)",
+              nullable=False),
+        ),
+        optional=True,
+        event_time="activation_date",
+        dedupe_key=("activation_date", "customer_id", "audience"),
+    ),
 )
 
 BY_NAME: dict[str, SourceTable] = {t.raw_name: t for t in TABLES}
 REQUIRED_TABLES = tuple(t.raw_name for t in TABLES if not t.optional)
 REPORTING_CURRENCY = "EUR"
+
+ACTIVATION_GROUPS = ("treated", "holdout")
 
 PERSUASION_THEMES = ("proof", "identity", "anxiety", "convenience", "value", "performance")
 TRUST_PAGE_TYPES = ("reviews", "shipping_returns", "guarantee", "comparison")

@@ -21,8 +21,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--messiness", type=float, default=0.01, help="defect rate per table per kind")
     p.add_argument("--out", type=Path, default=Path("data/raw"))
     p.add_argument("--truth", type=Path, default=Path("data/truth"))
-    for flag in ("web", "ads", "returns", "support", "fx"):
+    for flag in ("web", "ads", "returns", "support", "fx", "activation"):
         p.add_argument(f"--no-{flag}", dest=flag, action="store_false", help=f"write no {flag} tables")
+    p.add_argument("--activation-holdout", type=float, default=0.10,
+                   help="holdout share of each past activation wave (hash-based, per segment)")
     p.add_argument("--missing-column", default=None, metavar="TABLE:COLUMN",
                    help="drop COLUMN from TABLE's last-day file, e.g. crm__orders:gross_amount")
     p.add_argument("--late-share", type=float, default=0.03)
@@ -30,7 +32,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     a = p.parse_args(argv)
     return Config(customers=a.customers, start=a.start, end=a.end, seed=a.seed, messiness=a.messiness,
                   out=a.out, truth=a.truth, web=a.web, ads=a.ads, returns=a.returns, support=a.support,
-                  fx=a.fx, missing_column=a.missing_column, late_share=a.late_share,
+                  fx=a.fx, activation=a.activation, activation_holdout=a.activation_holdout,
+                  missing_column=a.missing_column, late_share=a.late_share,
                   truth_weeks=a.truth_weeks)
 
 

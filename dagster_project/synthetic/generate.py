@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..lib.contract import BY_NAME, PERSUASION_THEMES, TABLES
+from ..lib.measurement import HOLDOUT_SHARE, holdout_assignment
 from . import world as W
 from .formatting import SECONDS_PER_DAY, S, ids
 from .messiness import KINDS, DefectLog, Messiness, render_file
@@ -44,11 +45,11 @@ TRUTH_HORIZON = 30
 CREATIVE_RESISTANT_WINDOW = 30
 TABLE_FLAGS = {"web": ("web__events",), "ads": ("ads__creatives", "ads__spend", "ads__exposures"),
                "returns": ("returns__returns",), "support": ("crm__support_tickets",),
-               "fx": ("fx__rates",)}
+               "fx": ("fx__rates",), "activation": ("marketing__activation_log",)}
 
 
 TRUTH_FILES = ("customers.parquet", "purchase_probability.parquet", "defects.parquet",
-               "channel_curves.parquet", "summary.json")
+               "channel_curves.parquet", "segment_effects.parquet", "summary.json")
 TRUTH_PP_SCHEMA = pa.schema([("customer_id", pa.string()), ("cutoff_date", pa.date32()),
                              ("p_purchase_7d", pa.float64()), ("p_purchase_30d", pa.float64())])
 
@@ -75,6 +76,8 @@ class Config:
     returns: bool = True
     support: bool = True
     fx: bool = True
+    activation: bool = True  # past activation waves with holdouts and a planted effect
+    activation_holdout: float = HOLDOUT_SHARE
     missing_column: str | None = None  # "crm__orders:gross_amount"
     late_share: float = 0.03  # rows landing 1-5 days after their event day
     truth_weeks: int = 26
@@ -115,24 +118,39 @@ class World:
         self.resist_start = self.end - CREATIVE_RESISTANT_WINDOW + 1
         self.promo_gain = 1 + 2.5 * c.discount
         self.static = c.base * (1 - 0.35 * c.trust)
+        # planted activation effect: hazard x act_mult on days act_from < day <= act_until
+        self.act_from = np.full(c.n, -1, np.int64)
+        self.act_until = np.full(c.n, -1, np.int64)
+        self.act_mult = np.ones(c.n)
+        self.any_activation = False
 
-    def cycle_mult(self, t: np.ndarray) -> np.ndarray:
+    def cycle_mult(self, t: np.ndarray, sel=slice(None)) -> np.ndarray:
         c = self.c
         t = t.astype(np.float64)
-        rep = 0.15 + 1.6 * np.exp(-0.5 * ((t - c.cycle_days) / (0.25 * c.cycle_days)) ** 2) + 0.5 * (t > c.cycle_days)
+        cyc = c.cycle_days[sel]
+        rep = 0.15 + 1.6 * np.exp(-0.5 * ((t - cyc) / (0.25 * cyc)) ** 2) + 0.5 * (t > cyc)
         occ = 1 - 0.85 * np.exp(-t / 14.0)
-        return np.where(c.mode == 0, rep, np.where(c.mode == 1, occ, 1.0))
+        mode = c.mode[sel]
+        return np.where(mode == 0, rep, np.where(mode == 1, occ, 1.0))
 
-    def hazard(self, day: int, last: np.ndarray, boost: np.ndarray) -> np.ndarray:
-        """Daily purchase hazard of every customer on ``day`` given last purchase and click lift."""
+    def hazard(self, day: int, last: np.ndarray, boost: np.ndarray, idx: np.ndarray | None = None,
+               effects: bool = True) -> np.ndarray:
+        """Daily purchase hazard on ``day`` given last purchase and click lift, of every customer
+        or of the customers ``idx`` (``last`` and ``boost`` then hold those customers only).
+        ``effects=False`` leaves out the planted activation effect (the counterfactual)."""
         c, k = self.c, day - self.start
-        h = self.static * self.cycle_mult(day - last) * self.season[k]
+        sel = slice(None) if idx is None else idx
+        h = self.static[sel] * self.cycle_mult(day - last, sel) * self.season[k]
         if self.promo[k]:
-            h = h * self.promo_gain
-        h = h * (1 - c.media_share + c.media_share * self.ads.paid_pull[k]) * (1 + boost)
-        off = c.created_day > day
+            h = h * self.promo_gain[sel]
+        ms = c.media_share[sel]
+        h = h * (1 - ms + ms * self.ads.paid_pull[k]) * (1 + boost)
+        if effects and self.any_activation:
+            on = (day > self.act_from[sel]) & (day <= self.act_until[sel])
+            h = h * np.where(on, self.act_mult[sel], 1.0)
+        off = c.created_day[sel] > day
         if day >= self.resist_start:
-            off = off | c.creative_resistant
+            off = off | c.creative_resistant[sel]
         return np.where(off, 0.0, h)
 
 
@@ -176,6 +194,18 @@ class Generator:
         self.phone = r.integers(10**8, 10**10, n)
         self.phone_e164 = r.random(n) < 0.7
         self.zip = r.integers(1000, 99999, n)
+        # activation waves draw no random numbers: segments follow a rule, holdouts a hash
+        n_seg = len(W.ACTIVATION_SEGMENTS)
+        self.last_act = np.full(n, -(10**6), np.int64)
+        # first activation per (segment, customer) with a complete window: n_t, n_h and the sums
+        # of p_treated and p_control over the treated and over the holdout members
+        self.act_stats = np.zeros((n_seg, 6))
+        self.act_seen = np.zeros((n_seg, n), bool)
+        self.act_counts = np.zeros((n_seg, 2), np.int64)  # all activations: treated, holdout
+        self.holdout = None
+        if cfg.activation:
+            self.holdout = np.stack([holdout_assignment(self.w.c.ids, seg, cfg.activation_holdout)
+                                     for seg in W.ACTIVATION_SEGMENTS])
 
     # ----------------------------------------------------------------- plumbing
     def seq(self, table: str, n: int) -> np.ndarray:
@@ -384,6 +414,9 @@ class Generator:
                                         "rate_to_reporting": np.round(w.fx[k, 1:], 6), "_eday": np.full(2, day, np.int64)},
                           self.landing(np.full(2, day, np.int64)))
 
+            if cfg.activation and (k - W.ACTIVATION_FIRST_OFFSET) >= 0 \
+                    and (k - W.ACTIVATION_FIRST_OFFSET) % W.ACTIVATION_EVERY == 0:
+                self.activation_wave(day, alive, last, boost, withdrawn)
             if day in cutoffs:
                 part = self.truth_at(day, alive, last, boost)
                 if truth_writer is None:
@@ -602,6 +635,73 @@ class Generator:
             "spend": sp[keep], "impressions": imp, "clicks": clk, "_eday": np.full(nk, day, np.int64),
         }, self.landing(np.full(nk, day, np.int64)))
 
+    def activation_wave(self, day: int, alive: np.ndarray, last: np.ndarray, boost: np.ndarray,
+                        withdrawn: np.ndarray) -> None:
+        """Activate the segment audiences at the end of ``day``: log treated and holdout
+        members, switch the planted effect on for the treated, and record the truth: each
+        member's probability to buy in the window with and without the effect."""
+        w, c = self.w, self.w.c
+        eligible = ((c.created_day < day) & c.consent & ~withdrawn
+                    & (day - self.last_act >= W.ACTIVATION_COOLDOWN_DAYS))
+        seg = W.activation_segment(c, day, last, eligible)
+        idx = np.flatnonzero(seg >= 0)
+        if len(idx) == 0:
+            return
+        s = seg[idx]
+        hold = self.holdout[s, idx]
+        self.last_act[idx] = day
+        eff = W.SEGMENT_EFFECTS[s]
+
+        # truth: cumulative hazard over the window without / with the effect (clicks decay as
+        # in truth_at); a member converts with probability alive * (1 - exp(-H))
+        h_ctl = np.zeros(len(idx))
+        h_trt = np.zeros(len(idx))
+        b = boost[idx].copy()
+        for j in range(1, W.ACTIVATION_EFFECT_DAYS + 1):
+            b *= CLICK_DECAY
+            hj = w.hazard(day + j, last[idx], b, idx, effects=False)
+            h_ctl += hj
+            h_trt += hj * (1 + eff)
+        a = alive[idx].astype(np.float64)
+        p_ctl, p_trt = a * -np.expm1(-h_ctl), a * -np.expm1(-h_trt)
+        n_seg = len(W.ACTIVATION_SEGMENTS)
+        self.act_counts[:, 0] += np.bincount(s[~hold], minlength=n_seg)
+        self.act_counts[:, 1] += np.bincount(s[hold], minlength=n_seg)
+        # the estimand is measured on first activations only (later ones are selected by the
+        # earlier treatment; see measurement.incrementality)
+        first = ~self.act_seen[s, idx]
+        self.act_seen[s, idx] = True
+        if day + W.ACTIVATION_EFFECT_DAYS <= w.end:
+            ft, fh = first & ~hold, first & hold
+            self.act_stats[:, 0] += np.bincount(s[ft], minlength=n_seg)
+            self.act_stats[:, 1] += np.bincount(s[fh], minlength=n_seg)
+            self.act_stats[:, 2] += np.bincount(s[ft], p_trt[ft], n_seg)
+            self.act_stats[:, 3] += np.bincount(s[ft], p_ctl[ft], n_seg)
+            self.act_stats[:, 4] += np.bincount(s[fh], p_trt[fh], n_seg)
+            self.act_stats[:, 5] += np.bincount(s[fh], p_ctl[fh], n_seg)
+
+        treated = idx[~hold]
+        w.act_from[treated] = day
+        w.act_until[treated] = day + W.ACTIVATION_EFFECT_DAYS
+        w.act_mult[treated] = 1 + eff[~hold]
+        w.any_activation = True
+
+        # log rows: one per member and channel of the segment's audience
+        n_ch = np.array([len(ch) for ch in W.SEGMENT_CHANNELS])[s]
+        ri = np.repeat(np.arange(len(idx)), n_ch)
+        pos = np.arange(len(ri)) - np.repeat(np.cumsum(n_ch) - n_ch, n_ch)
+        width = max(len(ch) for ch in W.SEGMENT_CHANNELS)
+        table = np.array([list(ch) + [""] * (width - len(ch)) for ch in W.SEGMENT_CHANNELS], dtype=S)
+        channel = table[s[ri], pos]
+        segment = np.array(W.ACTIVATION_SEGMENTS, dtype=S)[s[ri]]
+        nr = len(ri)
+        self.push("marketing__activation_log", {
+            "activation_date": np.full(nr, day, np.int64), "customer_id": c.ids[idx[ri]],
+            "segment": segment, "audience": np.strings.add(np.strings.add(segment, "_"), channel),
+            "channel": channel, "test_group": np.where(hold[ri], "holdout", "treated").astype(S),
+            "_eday": np.full(nr, day, np.int64),
+        }, np.full(nr, day, np.int64))
+
     # ----------------------------------------------------------------- truth
     def truth_at(self, day: int, alive: np.ndarray, last: np.ndarray, boost: np.ndarray) -> pa.Table:
         """P(purchase in (day, day+h]) = alive * (1 - exp(-sum of the no-purchase hazard))."""
@@ -678,6 +778,25 @@ class Generator:
             "mean_daily_spend": w.ads.spend[: w.n_run].mean(axis=0), "paid_order_weight": W.CURVE_PAID_WEIGHT,
             "medium": [str(x) for x in W.CHANNEL_MEDIUM],
         }), tr / "channel_curves.parquet")
+        st, cnt = self.act_stats, self.act_counts
+        with np.errstate(invalid="ignore", divide="ignore"):
+            n_all = st[:, 0] + st[:, 1]
+            # the estimand: average effect over the first activation of every member (treated
+            # and holdout) whose window ended by `end`; the holdout is random, so both groups
+            # estimate the same thing
+            p_t = (st[:, 2] + st[:, 4]) / n_all
+            p_c = (st[:, 3] + st[:, 5]) / n_all
+        pq.write_table(pa.table({
+            "segment": list(W.ACTIVATION_SEGMENTS),
+            "true_relative_lift": W.SEGMENT_EFFECTS,  # planted: hazard x (1 + lift)
+            "effect_days": np.full(len(W.ACTIVATION_SEGMENTS), W.ACTIVATION_EFFECT_DAYS),
+            "channels": [",".join(ch) for ch in W.SEGMENT_CHANNELS],
+            "activations_treated": cnt[:, 0], "activations_holdout": cnt[:, 1],
+            "first_complete_windows_treated": st[:, 0].astype(np.int64),
+            "first_complete_windows_holdout": st[:, 1].astype(np.int64),
+            "true_conversion_treated": p_t, "true_conversion_holdout": p_c,
+            "true_conversion_diff": p_t - p_c, "true_conversion_lift": p_t / p_c - 1,
+        }), tr / "segment_effects.parquet")
         kinds = {kd: self.log.counts.get(kd, 0) for kd in KINDS}
         summary = {
             "generator_version": GENERATOR_VERSION,

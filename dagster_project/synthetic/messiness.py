@@ -44,6 +44,7 @@ KEY_COLUMNS = {
     "ads__exposures": ("exposure_date", "customer_id", "channel", "creative_id"),
     "returns__returns": ("return_id",),
     "fx__rates": ("rate_date", "currency"),
+    "marketing__activation_log": ("activation_date", "customer_id", "audience"),
 }
 # written as CSV fields: the ones holding a comma are quoted here (the writer quotes nothing)
 GARBAGE_TIMESTAMPS = np.array(["not-a-date", "2025-13-45T25:61:00Z", "31/02/2025 10:00",

@@ -268,3 +268,45 @@ def draw_calendar(rng: np.random.Generator, first_day: int, n_days: int):
         promo[k:k + 3] = True
     season = season * np.where(promo, 1.15, 1.0)
     return season, promo
+
+
+# ----------------------------------------------------------------------------- activations
+# Past activation waves (DESIGN §10): every ACTIVATION_EVERY days the brand activated its
+# segment audiences, keeping a hash-based holdout out of each. PLANTED TRUE EFFECT: a treated
+# customer's purchase hazard is multiplied by (1 + effect) on the ACTIVATION_EFFECT_DAYS days
+# after the activation day. One segment has no effect (activating the lookalike seed list
+# itself changes nothing), so a measurement that always finds a lift is caught.
+ACTIVATION_SEGMENTS = ("likely_to_churn", "ready_to_repeat", "high_intent_low_trust",
+                       "deal_triggered", "high_ltv_lookalike_seed")  # priority order
+SEGMENT_EFFECTS = np.array([0.60, 0.30, 0.50, 0.40, 0.0])
+SEGMENT_CHANNELS = (("email", "meta"), ("email", "google"), ("email", "meta"),
+                    ("email", "google"), ("meta",))
+ACTIVATION_FIRST_OFFSET = 21  # first wave this many days after the start (history to act on)
+ACTIVATION_EVERY = 7
+ACTIVATION_EFFECT_DAYS = 30
+# contact policy: a customer activated (either group) is not activated again for this long, so
+# no effect window overlaps another activation of the same customer
+ACTIVATION_COOLDOWN_DAYS = 42
+
+
+def activation_segment(c: Customers, day: int, last: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """Segment index (into ACTIVATION_SEGMENTS) of each customer on ``day``, -1 for none.
+
+    A deliberately simple rule on the latent state, first match wins:
+    lapsing valuable -> likely_to_churn; due to buy again -> ready_to_repeat; trust-friction
+    heavy web visitors -> high_intent_low_trust; discount-sensitive -> deal_triggered; steady
+    high-value buyers -> high_ltv_lookalike_seed.
+    """
+    rec = (day - last).astype(np.float64)
+    gap = np.where(c.mode == 0, c.cycle_days, 120.0)
+    valuable = c.base >= 2.0 / 365
+    bought = last > c.created_day
+    rules = [
+        valuable & bought & (rec > 1.5 * gap) & (rec <= 365),
+        bought & (rec >= 0.6 * gap) & (rec <= 1.3 * gap),
+        (c.trust >= 0.40) & (c.visit_rate >= 4.0 / 365),
+        c.discount >= 0.40,
+        valuable & bought & (rec <= gap),
+    ]
+    seg = np.select(rules, np.arange(len(rules)), -1)
+    return np.where(eligible, seg, -1)
