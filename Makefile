@@ -10,7 +10,7 @@ CUSTOMERS ?= 20000
 SEED ?= 42
 DATE ?= latest
 
-.PHONY: run test setup prepare data dev clean-data bench help
+.PHONY: run test setup prepare data dev clean-data bench help browser
 
 help:
 	@echo "make run    - synthetic data if data/raw is empty, then the nightly job for the latest partition"
@@ -41,7 +41,13 @@ data: setup
 run: prepare data
 	$(BIN)/python -m dagster_project.cli run --date $(DATE)
 
-test: prepare
+# The report test drives Debian's headless chromium. Install it when missing and we may
+# (root with apt-get); otherwise the test says why it cannot run (and fails under CI=true).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get install -y -q chromium >/dev/null 2>&1 || echo "note: chromium not installed"; }
+
+test: prepare browser
 	$(BIN)/python -m pytest
 
 dev: prepare data
