@@ -30,8 +30,13 @@ def dbt_manifest(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory) -> Path:
-    """A small full dataset (all sources, default messiness), generated once."""
-    return make_dataset(tmp_path_factory.mktemp("dataset"), customers=1500, seed=11)
+    """A small full dataset (all sources, default messiness and archetype share), generated once."""
+    # 3,000 customers: about 90 planted customers per exclusion archetype, enough to measure
+    # precision and recall of each audience
+    return make_dataset(tmp_path_factory.mktemp("dataset"), customers=3000, seed=11)
+
+
+NIGHTLY_RUN_CONFIG = {"ops": {"segments": {"config": {"min_segment_size": 100}}}}
 
 
 @pytest.fixture(scope="session")
@@ -48,8 +53,11 @@ def nightly_run(dataset, tmp_path_factory):
         from dagster_project.definitions import defs
 
         instance = dg.DagsterInstance.ephemeral()
-        result = defs().get_job_def("nightly").execute_in_process(
-            partition_key=END.isoformat(), instance=instance, raise_on_error=False)
+        # 1500 customers: with the production minimum segment size (500) every decision
+        # segment would be merged into the default and the gate would stop the publish.
+        result = defs().resolve_job_def("nightly").execute_in_process(
+            partition_key=END.isoformat(), instance=instance, raise_on_error=False,
+            run_config=NIGHTLY_RUN_CONFIG)
         yield {"root": root, "db": root / "warehouse.duckdb", "result": result,
                "instance": instance, "truth": dataset / "truth"}
     finally:

@@ -23,3 +23,37 @@ def test_a_crm_only_dataset_builds_customer_features(tmp_path):
     assert [a[0] for a in absent] == ["ads__creatives", "ads__exposures", "ads__spend",
                                       "crm__support_tickets", "fx__rates", "returns__returns",
                                       "web__events"]
+
+
+def test_a_crm_only_brand_gets_the_segments_its_data_supports_and_is_told_which_it_cannot(
+        tmp_path, monkeypatch):
+    import dagster as dg
+
+    make_dataset(tmp_path, customers=1200, seed=6, web=False, ads=False, returns=False,
+                 support=False, fx=False)
+    monkeypatch.setenv("DS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DS_DUCKDB_PATH", str(tmp_path / "w.duckdb"))
+    from dagster_project.definitions import defs
+
+    d = defs()
+    job = d.resolve_job_def("nightly")
+    graph = d.resolve_asset_graph()
+    # everything up to and including the segments layer (the gate has its own tests)
+    layers = {"ingest", "staging", "intermediate", "features", "rules", "propensity", "segments"}
+    keys = [k for k in graph.get_all_asset_keys()
+            if graph.get(k).is_materializable and graph.get(k).group_name in layers]
+    result = job.execute_in_process(
+        partition_key=END.isoformat(), instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+        run_config={"ops": {"segments": {"config": {"min_segment_size": 50}}}},
+        asset_selection=keys)
+    assert result.success, [e.step_key for e in result.all_events if e.is_step_failure]
+    segs = result.asset_materializations_for_node("segments")
+    meta = {m.asset_key.to_user_string(): m.metadata for m in segs}
+    impossible = meta["decision_segments"]["impossible"].value
+    assert "high_intent_low_trust" in impossible and "web" in impossible["high_intent_low_trust"]
+    assert meta["persuasion_drivers"]["all_unknown_reason"].value
+    assert "creative_resistant" in meta["exclusion_audiences"]["impossible"].value
+    counts = query(tmp_path / "w.duckdb", "select primary_segment, count(*) n from "
+                   "segmentation.decision_segments where as_of_date = ? group by 1", [END])
+    assert len(counts) >= 2 and counts["n"].sum() > 1000

@@ -1,6 +1,5 @@
 """Layers 1 and 2 on the generator's data, through the real nightly run."""
 
-import datetime as dt
 
 import numpy as np
 import pandas as pd

@@ -2,6 +2,8 @@
 
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 import sys
 from pathlib import Path
 
@@ -37,6 +39,18 @@ class DataPaths(dg.ConfigurableResource):
     @property
     def reports(self) -> Path:
         return self.root / "reports"
+
+
+@contextmanager
+def warehouse(duckdb) -> Iterator:
+    """`duckdb.get_connection()` that also closes the connection when the body raises:
+    DuckDBResource closes it only on success, and the traceback Dagster keeps of a failed
+    step would hold the file open (and locked) in this process."""
+    with duckdb.get_connection() as con:
+        try:
+            yield con
+        finally:
+            con.close()
 
 
 def dbt_executable() -> str:

@@ -164,6 +164,61 @@ def normalize_zip_meta(value: Any, country: Any = None) -> str | None:
     return s or None
 
 
+# --------------------------------------------------------------------------- membership
+SUPPRESSION_PREFIX = "suppress_"
+PROFILE_COLUMNS = ("email", "phone", "first_name", "last_name", "country", "zip",
+                   "marketing_consent")
+
+
+def audience_members(segments: pd.DataFrame, exclusions: pd.DataFrame,
+                     profile: pd.DataFrame, activation_segments) -> tuple[pd.DataFrame, dict]:
+    """Raw members of every audience, ready for `prepare_audience_members`.
+
+    Activation audiences: one per segment in `activation_segments`, its members the
+    customers whose ``activate_<segment>`` flag is set (the segments layer already applied
+    consent and the exclusions). Suppression audiences: one per exclusion audience, named
+    ``suppress_<audience>`` -- do-not-target lists the platforms accept as exclusions.
+    Consent is a hard filter for every upload (DESIGN.md §8), so suppression lists keep only
+    customers with marketing consent; the count left out is returned per audience.
+
+    ``marketing_consent`` and the contact fields come from `profile` (customer_id plus
+    PROFILE_COLUMNS), the source of truth, not from the flags: the audience gate then checks
+    consent independently of the logic that set the flags. ``holdout`` is False for every
+    member: the hook where measurement's holdout assignment goes.
+    Returns (members, stats) with stats[audience] = {"no_consent_left_out": n}.
+    """
+    frames = []
+    for seg in activation_segments:
+        flag = f"activate_{seg}"
+        if flag not in segments.columns:
+            continue
+        ids = segments.loc[segments[flag].fillna(False).astype(bool), "customer_id"]
+        frames.append(pd.DataFrame({"audience": seg, "audience_kind": "activation",
+                                    "customer_id": ids.astype(str).to_numpy()}))
+    if len(exclusions):
+        ex = exclusions[["audience", "customer_id"]].drop_duplicates()
+        frames.append(pd.DataFrame({
+            "audience": SUPPRESSION_PREFIX + ex["audience"].astype(str),
+            "audience_kind": "suppression",
+            "customer_id": ex["customer_id"].astype(str).to_numpy()}))
+    cols = ["audience", "audience_kind", "customer_id"]
+    members = (pd.concat(frames, ignore_index=True) if frames
+               else pd.DataFrame(columns=cols))
+    prof = profile[["customer_id", *PROFILE_COLUMNS]].copy()
+    prof["customer_id"] = prof["customer_id"].astype(str)
+    members = members.merge(prof, on="customer_id", how="left")
+    members["holdout"] = False
+    stats: dict[str, dict[str, int]] = {}
+    suppression = members["audience_kind"] == "suppression"
+    no_consent = ~members["marketing_consent"].map(lambda v: v is True or v == True)
+    dropped = members[suppression & no_consent]
+    for aud, n in dropped.groupby("audience")["customer_id"].nunique().items():
+        stats[str(aud)] = {"no_consent_left_out": int(n)}
+    members = members[~(suppression & no_consent)]
+    members = members.sort_values(["audience", "customer_id"], kind="stable")
+    return members.reset_index(drop=True), stats
+
+
 # --------------------------------------------------------------------------- preparing
 PREPARED_COLUMNS = (
     "audience", "customer_id", "marketing_consent", "holdout",
@@ -273,14 +328,16 @@ def meta_rows(members: pd.DataFrame) -> list[tuple]:
 
 def write_audience_exports(prepared: pd.DataFrame, exports_dir, as_of, run_id: str,
                            gate: Mapping[str, Any] | None, min_size: int = PLATFORM_MIN_SIZE,
-                           stats: Mapping[str, Mapping[str, int]] | None = None) -> dict:
+                           stats: Mapping[str, Mapping[str, int]] | None = None,
+                           extra: Mapping[str, Any] | None = None) -> dict:
     """Write the upload files for every audience in `prepared`; return the manifest.
 
     `gate` is the audience gate result (e.g. ``SuiteResult.to_dict()`` or
     ``{"success": True, ...}``); without a passing gate nothing is written (ExportRefused).
     Holdout members are left out. Audiences with fewer than `min_size` exportable members
     are not exported (any files from an earlier run of the same as_of are removed) and the
-    reason goes into the manifest.
+    reason goes into the manifest. `extra` adds top-level manifest entries (e.g. the
+    published versions and every suite's result); it cannot override the keys above.
     """
     if not gate or not gate.get("success"):
         raise ExportRefused(f"audience gate did not pass: "
@@ -300,6 +357,8 @@ def write_audience_exports(prepared: pd.DataFrame, exports_dir, as_of, run_id: s
                  if k in gate},
         "audiences": {},
     }
+    for k, v in (extra or {}).items():
+        manifest.setdefault(str(k), v)
     for audience in sorted(prepared["audience"].astype(str).unique()):
         members = prepared[prepared["audience"].astype(str) == audience]
         holdout = members["holdout"].astype(bool)

@@ -241,7 +241,7 @@ def _load_files(
         select path, rel, first_rn + k as __rn, line from ok_lines
         """
     )
-    ts_cols = [c.name for c in t.columns if c.type == "TIMESTAMPTZ"]
+    [c.name for c in t.columns if c.type == "TIMESTAMPTZ"]
     select_cols = []
     for c in t.columns:
         if c.type == "TIMESTAMPTZ":
@@ -262,7 +262,7 @@ def _load_files(
     rules = _value_rules(t)
     if rules:
         case = " ".join(f"when {cond} then {i}" for i, (_, cond, _) in enumerate(rules))
-        con.execute(f"alter table __typed add column __rule integer")
+        con.execute("alter table __typed add column __rule integer")
         con.execute(f"update __typed set __rule = case {case} else null end")
     else:
         con.execute("alter table __typed add column __rule integer")

@@ -214,6 +214,49 @@ def record_gate(con, version, suite_name: str, result: SuiteResult) -> None:
          int(result.n_failed), result.summary_text(), json.dumps(result.to_dict()), _now()])
 
 
+def record_notes(con, version, notes: Mapping) -> None:
+    """Side facts about a candidate that are not rows (e.g. identifiers that could not be
+    normalised), kept in ``audit.candidate_notes`` for the publish step's manifest."""
+    ensure_schemas(con)
+    con.execute(f"CREATE TABLE IF NOT EXISTS {AUDIT}.candidate_notes ("
+                f"version VARCHAR PRIMARY KEY, notes_json VARCHAR NOT NULL)")
+    con.execute(f"INSERT OR REPLACE INTO {AUDIT}.candidate_notes VALUES (?, ?)",
+                [str(version), json.dumps(notes, sort_keys=True, default=str)])
+
+
+def candidate_notes(con, version) -> dict:
+    if not table_exists(con, AUDIT, "candidate_notes"):
+        return {}
+    row = con.execute(f"SELECT notes_json FROM {AUDIT}.candidate_notes WHERE version = ?",
+                      [str(version)]).fetchone()
+    return json.loads(row[0]) if row else {}
+
+
+def run_candidates(con, as_of, run_id: str) -> dict[str, str]:
+    """{name: version} of the candidates written by `run_id` for `as_of`."""
+    if not table_exists(con, AUDIT, "candidates"):
+        return {}
+    rows = con.execute(
+        f"SELECT name, version FROM {AUDIT}.candidates WHERE as_of_date = ? AND run_id = ? "
+        f"ORDER BY name", [_date(as_of), str(run_id)]).fetchall()
+    return {n: v for n, v in rows}
+
+
+def latest_gate_result(con, version, suite: str) -> dict | None:
+    """The newest recorded result (``SuiteResult.to_dict()`` plus ``summary``) of `suite`
+    for `version`, or None."""
+    if not table_exists(con, AUDIT, "gate_results"):
+        return None
+    row = con.execute(
+        f"SELECT result_json, summary FROM {AUDIT}.gate_results WHERE version = ? AND suite = ? "
+        f"ORDER BY checked_at DESC LIMIT 1", [str(version), suite]).fetchone()
+    if not row:
+        return None
+    out = json.loads(row[0]) if row[0] else {}
+    out["summary"] = row[1]
+    return out
+
+
 def gate_passed(con, version, required_suites: Sequence[str]) -> tuple[bool, str]:
     """True only if every required suite has a passing row for exactly this version and
     no failing row for it."""

@@ -74,11 +74,11 @@ class ExpectationOutcome:
                 if k not in ("column", "batch_id", "result_format", "row_condition",
                              "condition_parser") and v is not None}
         parts = [f"{self.type}{target} {args}" if args else f"{self.type}{target}"]
-        parts.append(f"observed={_short(self.observed_value)}")
+        parts.append(f"observed={short_repr(self.observed_value)}")
         if self.unexpected_examples:
-            parts.append(f"examples={_short(self.unexpected_examples)}")
+            parts.append(f"examples={short_repr(self.unexpected_examples)}")
         if self.unexpected_rows:
-            parts.append(f"rows={_short(self.unexpected_rows)}")
+            parts.append(f"rows={short_repr(self.unexpected_rows)}")
         return " ".join(parts)
 
     def to_dict(self) -> dict:
@@ -148,7 +148,8 @@ def merge_results(suite_name: str, parts: Sequence[SuiteResult]) -> SuiteResult:
     )
 
 
-def _short(v: Any, limit: int = 300) -> str:
+def short_repr(v: Any, limit: int = 300) -> str:
+    """A value as short, JSON-safe text for messages and UI metadata."""
     s = repr(_jsonable(v))
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
@@ -396,9 +397,64 @@ def check_segments(segments: pd.DataFrame, allowed_segments: Sequence[str],
     return merge_results(suite_name, [rows, table])
 
 
+# --------------------------------------------------------------------------- scores
+def scores_suite(columns: Iterable[str], *, key: str = "customer_id",
+                 required_not_null: Sequence[str] = ("as_of_date", "run_id",
+                                                     "model_versions")) -> list:
+    """Row-level checks on the candidate scores table: one row per customer, every
+    ``*_score`` column in [0, 1]; nulls allowed in a score (an absent model scores nobody)."""
+    gxe = _gxe()
+    columns = list(columns)
+    ex = [
+        gxe.ExpectColumnValuesToNotBeNull(column=key),
+        gxe.ExpectColumnValuesToBeUnique(column=key),
+    ]
+    ex += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in required_not_null]
+    ex += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0.0, max_value=1.0, mostly=1.0)
+           for c in score_columns(columns)]
+    return ex
+
+
+def check_scores(scores: pd.DataFrame, suite_name: str = "scores") -> SuiteResult:
+    ex = [_gxe().ExpectTableRowCountToBeBetween(min_value=1), *scores_suite(scores.columns)]
+    return run_suite(scores, suite_name, ex)
+
+
+# --------------------------------------------------------------------------- exclusions
+def exclusions_suite(allowed_audiences: Sequence[str], *,
+                     required_not_null: Sequence[str] = ("as_of_date", "run_id")) -> list:
+    """Row-level checks on the long exclusions table (customer x audience)."""
+    gxe = _gxe()
+    ex = [
+        gxe.ExpectColumnValuesToNotBeNull(column="customer_id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="audience"),
+        gxe.ExpectColumnValuesToBeInSet(column="audience", value_set=list(allowed_audiences)),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=["customer_id", "audience"]),
+    ]
+    ex += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in required_not_null]
+    return ex
+
+
+def check_exclusions(exclusions: pd.DataFrame, allowed_audiences: Sequence[str],
+                     customers: Iterable[str] | None = None,
+                     suite_name: str = "exclusions") -> SuiteResult:
+    """Row checks; with `customers` (the segments candidate's ids) also every excluded
+    customer must be a known customer of the partition."""
+    ex = exclusions_suite(allowed_audiences)
+    frame = exclusions
+    if customers is not None:
+        # a flag column, not a value_set of every id (that would land in every result)
+        known = set(map(str, customers))
+        frame = exclusions.assign(
+            known_customer=exclusions["customer_id"].astype(str).isin(known).to_numpy())
+        frame = frame.set_index(pd.Index(frame["customer_id"].astype(str), name="customer"))
+        ex.append(_gxe().ExpectColumnValuesToBeInSet(column="known_customer", value_set=[True]))
+    return run_suite(frame, suite_name, ex)
+
+
 # --------------------------------------------------------------------------- audiences
 AUDIENCE_META_COLUMNS = ("audience", "customer_id", "marketing_consent", "holdout",
-                         "as_of_date", "run_id")
+                         "as_of_date", "run_id", "audience_kind", "model_versions")
 UNHASHED_EXPORT_COLUMNS = ("country", "zip")
 ZIP_LIKE = ("zip",)
 
@@ -514,13 +570,23 @@ def _is_tz(source_table) -> bool:
     return col.type == "TIMESTAMPTZ"
 
 
+def count_data_lines(path) -> int:
+    """Records in a landed CSV as ingest counts them: non-blank physical lines after the
+    header (ingest assumes one record per line)."""
+    with open(path, "rb") as fh:
+        n = sum(1 for line in fh if line.strip())
+    return max(n - 1, 0)
+
+
 def reconciliation_suite() -> list:
     """Per-file reconciliation on a frame (file, lines_read, loaded, quarantined, diff):
-    loaded + quarantined == lines read, i.e. diff == 0 for every file."""
+    loaded + quarantined == lines read, i.e. diff == 0 for every file. A null lines_read
+    (the landed file could not be read back) fails: between-checks ignore nulls."""
     gxe = _gxe()
     return [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
         gxe.ExpectColumnValuesToNotBeNull(column="file"),
+        gxe.ExpectColumnValuesToNotBeNull(column="lines_read"),
         gxe.ExpectColumnValuesToBeBetween(column="diff", min_value=0, max_value=0),
     ]
 

@@ -8,7 +8,6 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
 
-from dagster_project.defs.partitions import DUCKDB_POOL
 
 GROUP_BY_FOLDER = {"staging": "staging", "intermediate": "intermediate", "marts": "features"}
 

@@ -7,7 +7,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from dagster_project.defs.partitions import DUCKDB_POOL, daily_partitions, one_run_per_partition
-from dagster_project.defs.resources import DataPaths
+from dagster_project.defs.resources import DataPaths, warehouse
 from dagster_project.lib.contract import TABLES
 from dagster_project.lib.ingest import ingest_partition
 
@@ -36,7 +36,7 @@ def raw_specs() -> list[dg.AssetSpec]:
 def ingest_sources(context: dg.AssetExecutionContext, duckdb: DuckDBResource, paths: DataPaths):
     """Load every source file landed by the partition date into raw tables; bad rows to quarantine."""
     as_of = dt.date.fromisoformat(context.partition_key)
-    with duckdb.get_connection() as con:
+    with warehouse(duckdb) as con:
         results = ingest_partition(con, paths.raw, as_of)
         quarantine_by_reason = con.execute(
             "select raw_table, reason, count(*) from raw.quarantine q "

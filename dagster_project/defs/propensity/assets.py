@@ -1,7 +1,6 @@
 """Layer 2: one LightGBM model per target, trained on earlier cutoffs, scoring the partition."""
 
 
-import dataclasses
 import datetime as dt
 import json
 
@@ -11,7 +10,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from dagster_project.defs.partitions import DUCKDB_POOL, daily_partitions, one_run_per_partition
-from dagster_project.defs.resources import DataPaths
+from dagster_project.defs.resources import DataPaths, warehouse
 from dagster_project.lib import propensity as pm
 from dagster_project.lib.features import FEATURE_COLUMNS, LABELS
 from dagster_project.lib.warehouse import replace_partition
@@ -129,7 +128,7 @@ def propensity_models(
     """Train, calibrate, evaluate against a naive baseline, save and score every target."""
     as_of = dt.date.fromisoformat(context.partition_key)
     tc = train_config(config)
-    with duckdb.get_connection() as con:
+    with warehouse(duckdb) as con:
         scoring = con.execute(
             f"select f.customer_id, {FEATURE_SQL} from marts.customer_features f "
             "where f.as_of_date = ? order by f.customer_id",

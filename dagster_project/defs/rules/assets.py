@@ -10,6 +10,7 @@ from dagster_dbt import get_asset_key_for_model
 from dagster_duckdb import DuckDBResource
 
 from dagster_project.defs.dbt.assets import dbt_models
+from dagster_project.defs.resources import warehouse
 from dagster_project.defs.partitions import DUCKDB_POOL, daily_partitions, one_run_per_partition
 from dagster_project.lib.rules import assign_states, learn_thresholds, state_counts
 from dagster_project.lib.warehouse import replace_partition
@@ -38,7 +39,7 @@ where visible_from <= ? and order_date <= ? and not fx_missing
 def customer_states(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     """Lifecycle state, AOV tier and category family per customer, thresholds learned nightly."""
     as_of = dt.date.fromisoformat(context.partition_key)
-    with duckdb.get_connection() as con:
+    with warehouse(duckdb) as con:
         orders = con.execute(INTERVALS_SQL, [as_of, as_of, as_of]).df()
         recent = orders[orders["in_last_year"]]
         th = learn_thresholds(

@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
+from dagster_project.defs.resources import warehouse
 from dagster_project.defs.partitions import DUCKDB_POOL, daily_partitions, one_run_per_partition
 from dagster_project.lib import drivers as drv
 from dagster_project.lib import exclusions as exc
@@ -84,7 +85,7 @@ def segments(context: dg.AssetExecutionContext, config: SegmentsConfig, duckdb: 
     if run_config.min_segment_size is not None:
         config["min_segment_size"] = run_config.min_segment_size
     playbook = seg.load_playbook()
-    with duckdb.get_connection() as con:
+    with warehouse(duckdb) as con:
         frame = con.execute(FRAME_SQL, [as_of]).df()
         present = sources_present(con, as_of)
         if frame.empty:

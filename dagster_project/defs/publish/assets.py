@@ -1,0 +1,163 @@
+"""Write-audit-publish, step 3: publish the audited candidates and write the upload files.
+
+The blocking checks stop this step in the same run when one of them fails; but a check that
+emits nothing, a run that selects this asset without its checks, or a re-execution of this
+step alone would still get here (PITFALLS.md). So the step verifies the gate itself: it
+publishes only the candidates written by THIS run for this partition, and only if every
+required suite passed for exactly those versions (`publish.publish` re-checks that, and that
+the candidates' content still hashes to what was audited, before its one transaction).
+
+Tables first, then files: the ``published.*`` swap is one transaction; each upload file and
+the manifest are written to a temporary name and renamed. The manifest carries the run id,
+so a reader can match files to ``published.publish_log``.
+"""
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from dagster_project.defs.partitions import (
+    DUCKDB_POOL,
+    daily_partitions,
+    one_run_per_partition,
+)
+from dagster_project.defs.quality.candidates import (
+    AUDIENCES_NAME,
+    CANDIDATE_NAMES,
+    REQUIRED_SUITES,
+    md_table,
+    warehouse,
+)
+from dagster_project.defs.resources import DataPaths
+from dagster_project.lib import activation as act
+from dagster_project.lib import exclusions as excl
+from dagster_project.lib import publish as pub
+from dagster_project.lib.segments import SEGMENTS
+
+
+def _refuse(as_of, run_id: str, reason: str, **metadata) -> dg.Failure:
+    return dg.Failure(
+        description=(f"refusing to publish {as_of} (run {run_id}); the last published "
+                     f"version stays in place: {reason}")[:4000],
+        metadata={k: dg.MetadataValue.json(v) for k, v in metadata.items()},
+    )
+
+
+def gate_summary(con, versions: dict[str, str]) -> dict:
+    """{name: {suite: passed}} of the newest recorded results of the required suites."""
+    out = {}
+    for name, version in sorted(versions.items()):
+        out[name] = {}
+        for suite in REQUIRED_SUITES[name]:
+            res = pub.latest_gate_result(con, version, suite)
+            out[name][suite] = None if res is None else bool(res.get("success"))
+    return out
+
+
+def _remove_stale_audiences(root: Path, keep: set[str]) -> list[str]:
+    """Upload files of audiences this run no longer has (an earlier run of the same date)."""
+    removed = []
+    if not root.is_dir():
+        return removed
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if folder.name in keep:
+            continue
+        for fname in (act.GOOGLE_FILE, act.META_FILE):
+            if (folder / fname).exists():
+                (folder / fname).unlink()
+                removed.append(f"{folder.name}/{fname}")
+    return removed
+
+
+@dg.asset(
+    key="published_segments",
+    group_name="publish",
+    deps=["audit_candidates"],
+    partitions_def=daily_partitions,
+    backfill_policy=one_run_per_partition,
+    pool=DUCKDB_POOL,
+    kinds={"duckdb", "csv"},
+)
+def published_segments(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
+                       paths: DataPaths):
+    """Gated candidates swapped atomically into published.*, plus hashed audience upload files."""
+    as_of = dt.date.fromisoformat(context.partition_key)
+    run_id = context.run.run_id
+    with warehouse(duckdb) as con:
+        versions = pub.run_candidates(con, as_of, run_id)
+        missing = [n for n in CANDIDATE_NAMES if n not in versions]
+        if missing:
+            raise _refuse(as_of, run_id, (
+                f"this run wrote no audited candidate for {missing}; materialize "
+                f"audit_candidates and its checks in the same run as this asset"),
+                candidates_of_this_run=versions)
+        failed = {}
+        for name in CANDIDATE_NAMES:
+            ok, reason = pub.gate_passed(con, versions[name], REQUIRED_SUITES[name])
+            if not ok:
+                failed[name] = reason
+        if failed:
+            raise _refuse(as_of, run_id, "quality gate not passed: " + " || ".join(
+                f"{n}: {r}" for n, r in failed.items()),
+                candidate_versions=versions, gate=gate_summary(con, versions))
+        try:
+            current = pub.publish(con, as_of, run_id, versions, REQUIRED_SUITES)
+        except pub.PublishRefused as exc:
+            raise _refuse(as_of, run_id, str(exc), candidate_versions=versions) from exc
+
+        counts = {n: pub.get_candidate(con, v).row_count for n, v in versions.items()}
+        audiences = con.execute(
+            f"select * from {pub.q(pub.PUBLISHED, versions[AUDIENCES_NAME])}").df()
+        audience_gate = pub.latest_gate_result(con, versions[AUDIENCES_NAME], "audiences")
+        notes = pub.candidate_notes(con, versions[AUDIENCES_NAME])
+        gates = gate_summary(con, versions)
+
+    expected = [*SEGMENTS, *(act.SUPPRESSION_PREFIX + a for a in excl.AUDIENCES)]
+    empty = sorted(set(expected) - set(audiences["audience"].astype(str)))
+    manifest = act.write_audience_exports(
+        audiences, paths.exports, as_of, run_id, gate=audience_gate,
+        min_size=act.PLATFORM_MIN_SIZE, stats=notes.get("stats"),
+        extra={"published_versions": versions, "row_counts": counts, "gates": gates,
+               "audiences_without_members": empty})
+    root = paths.exports / as_of.isoformat()
+    removed = _remove_stale_audiences(root, set(manifest["audiences"]))
+
+    kinds = (audiences.drop_duplicates("audience").set_index("audience")["audience_kind"]
+             .to_dict() if len(audiences) else {})
+    rows = []
+    for aud, entry in sorted(manifest["audiences"].items()):
+        files = entry.get("files") or {}
+        rows.append({
+            "audience": aud, "kind": kinds.get(aud, ""), "members": entry["members"],
+            "eligible": entry["eligible"], "exported": entry["exported"],
+            "google_rows": files.get(act.GOOGLE_FILE, {}).get("rows", ""),
+            "meta_rows": files.get(act.META_FILE, {}).get("rows", ""),
+            "reason": entry.get("reason") or ""})
+    skipped = {r["audience"]: r["reason"] for r in rows if not r["exported"]}
+    skipped.update({aud: "no members (segment merged or empty, or nobody eligible)"
+                    for aud in empty})
+    for aud, reason in skipped.items():
+        context.log.warning(f"audience {aud} not exported: {reason}")
+    return dg.MaterializeResult(metadata={
+        "published_versions": dg.MetadataValue.json(versions),
+        "current_versions": dg.MetadataValue.json(current),
+        "row_counts": dg.MetadataValue.json(counts),
+        "gates": dg.MetadataValue.json(gates),
+        "exports": dg.MetadataValue.md(md_table(pd.DataFrame(rows)) if rows else "none"),
+        "export_files": dg.MetadataValue.json(
+            {aud: e.get("files") for aud, e in manifest["audiences"].items() if e["exported"]}),
+        "skipped_audiences": dg.MetadataValue.json(skipped),
+        "stale_files_removed": dg.MetadataValue.json(removed),
+        "manifest": dg.MetadataValue.path(str(root / act.MANIFEST)),
+        "manifest_sha256": _sha256(root / act.MANIFEST),
+        "run_id": run_id,
+    })
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+

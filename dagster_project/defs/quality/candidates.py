@@ -1,0 +1,99 @@
+"""The candidate frames of write-audit-publish and the suites each must pass (no Dagster
+definitions here, so the asset, the checks and the publish step can all import it)."""
+
+import datetime as dt
+
+import pandas as pd
+
+from dagster_project.defs.resources import warehouse  # noqa: F401  (used by quality/publish)
+from dagster_project.lib import activation as act
+from dagster_project.lib.segments import SEGMENTS
+
+# Candidate names: the published.<name> tables they become.
+SEGMENTS_NAME, SCORES_NAME, EXCLUSIONS_NAME, AUDIENCES_NAME = (
+    "segments", "scores", "exclusions", "audiences")
+CANDIDATE_NAMES = (SEGMENTS_NAME, SCORES_NAME, EXCLUSIONS_NAME, AUDIENCES_NAME)
+
+SEGMENTS_SQL = """
+-- the segments layer's table for the partition, one row per customer
+select *
+from segmentation.decision_segments
+where as_of_date = ?
+order by customer_id
+"""
+
+SCORES_SQL = """
+-- calibrated scores with their top drivers, one row per customer
+select *
+from segmentation.propensity_scores
+where as_of_date = ?
+order by customer_id
+"""
+
+EXCLUSIONS_SQL = """
+-- do-not-target audiences (customer x audience, with evidence) and the scoring models used
+select e.*, s.model_versions
+from segmentation.exclusion_audiences e
+left join segmentation.propensity_scores s
+    on s.as_of_date = e.as_of_date and s.customer_id = e.customer_id
+where e.as_of_date = ?
+order by e.customer_id, e.audience
+"""
+
+PROFILE_SQL = """
+-- contact data and consent at the partition date, for the audience files
+select customer_id, email_normalized as email, phone, first_name, last_name, country, zip,
+       marketing_consent
+from marts.customer_profile
+where as_of_date = ?
+"""
+
+
+def candidate_frames(con, as_of: dt.date, run_id: str) -> tuple[dict[str, pd.DataFrame], dict]:
+    """The four candidate frames for `as_of`, each row stamped with as_of_date, run_id and
+    model_versions; plus the audience preparation stats."""
+    segments = con.execute(SEGMENTS_SQL, [as_of]).df()
+    if segments.empty:
+        raise RuntimeError(f"segmentation.decision_segments has no rows for {as_of}")
+    scores = con.execute(SCORES_SQL, [as_of]).df()
+    exclusions = con.execute(EXCLUSIONS_SQL, [as_of]).df()
+    profile = con.execute(PROFILE_SQL, [as_of]).df()
+
+    members, member_stats = act.audience_members(segments, exclusions, profile, SEGMENTS)
+    prepared, prep_stats = act.prepare_audience_members(members)
+    kinds = members.drop_duplicates("audience").set_index("audience")["audience_kind"]
+    prepared["audience_kind"] = prepared["audience"].map(kinds)
+    # holdout is False here: the hook where measurement's holdout assignment goes
+    versions = segments[["customer_id", "model_versions"]].astype({"customer_id": str})
+    prepared = prepared.merge(versions, on="customer_id", how="left")
+    prepared.insert(0, "as_of_date", as_of)
+
+    frames = {SEGMENTS_NAME: segments, SCORES_NAME: scores, EXCLUSIONS_NAME: exclusions,
+              AUDIENCES_NAME: prepared}
+    for frame in frames.values():
+        frame["run_id"] = run_id
+    stats = {aud: {**prep_stats.get(aud, {}), **member_stats.get(aud, {})}
+             for aud in sorted(set(prep_stats) | set(member_stats))}
+    return frames, stats
+
+
+KEYS = {SEGMENTS_NAME: ("customer_id",), SCORES_NAME: ("customer_id",),
+        EXCLUSIONS_NAME: ("customer_id", "audience"),
+        AUDIENCES_NAME: ("audience", "customer_id")}
+
+
+RAW_SUITE = "raw"
+# The suites that must have passed for a candidate version before it may be published.
+REQUIRED_SUITES = {
+    SEGMENTS_NAME: ("segments", RAW_SUITE),
+    SCORES_NAME: ("scores", RAW_SUITE),
+    EXCLUSIONS_NAME: ("exclusions", RAW_SUITE),
+    AUDIENCES_NAME: ("audiences", RAW_SUITE),
+}
+
+
+def md_table(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + " --- |" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
