@@ -88,3 +88,36 @@ def test_the_same_change_does_move_the_features_of_the_partition_date(two_wareho
     fa, fb = _features(a, END), _features(b, END)
     assert not fa.equals(fb)
     assert fa["revenue_lifetime"].sum() != fb["revenue_lifetime"].sum()
+
+
+def test_a_corrected_file_rebuilds_every_feature_date_that_could_read_it(dataset, tmp_path):
+    """Built dates are kept between runs (a nightly run builds one new date); a corrected
+    file landed on an already-built date must still reach those dates."""
+    raw = tmp_path / "raw"
+    shutil.copytree(dataset / "raw", raw)
+    db = tmp_path / "w.duckdb"
+    build_warehouse(raw, db, END, select="+customer_features")
+    before = _features(db, END)
+    # correct an orders file that landed 10 days before the partition: triple every amount
+    f = raw / "crm" / "orders" / f"{END - dt.timedelta(days=10)}.csv"
+    with f.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    col = rows[0].index("gross_amount")
+    for r in rows[1:]:
+        try:
+            r[col] = str(round(float(r[col]) * 3, 2))
+        except (ValueError, IndexError):
+            pass
+    with f.open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    build_warehouse(raw, db, END, select="+customer_features")
+    fresh = tmp_path / "fresh.duckdb"
+    build_warehouse(raw, fresh, END, select="+customer_features")
+    after = _features(db, END)
+    assert not after.equals(before)
+    pd.testing.assert_frame_equal(after, _features(fresh, END))
+    pd.testing.assert_frame_equal(_features(db, END - dt.timedelta(days=7)),
+                                  _features(fresh, END - dt.timedelta(days=7)))
+    # a date before the corrected file is untouched and still equal
+    pd.testing.assert_frame_equal(_features(db, END - dt.timedelta(days=14)),
+                                  _features(fresh, END - dt.timedelta(days=14)))

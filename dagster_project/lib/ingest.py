@@ -321,6 +321,7 @@ def ingest_partition(
 ) -> dict[str, TableResult]:
     """Load every source file landed by `as_of` that is new or changed. Idempotent."""
     con.execute("set TimeZone = 'UTC'")
+    con.execute("set enable_progress_bar = false")
     ensure_schema(con)
     results: dict[str, TableResult] = {}
     # Check every header before loading anything, so a bad file stops the run early.
@@ -366,4 +367,28 @@ def ingest_partition(
         results[t.raw_name] = TableResult(
             t.raw_name, bool(files), len(files), len(todo), loaded, quarantined, n_rows
         )
+    loaded_dates = [d for todo in plan.values() for _, d, _, _ in todo]
+    if loaded_dates:
+        invalidate_features(con, min(loaded_dates))
     return results
+
+
+def invalidate_features(con: duckdb.DuckDBPyConnection, first_changed: dt.date) -> int:
+    """Features at date c read every file landed by c, and the feature mart keeps the dates it
+    already built (they cannot change: later files are invisible to them). A file landed on
+    or before an already-built date that is loaded now (a corrected or late-dropped file)
+    changes what those dates should have seen, so their rows are deleted here and rebuilt by
+    the next dbt run. Returns the number of feature dates invalidated."""
+    exists = con.execute(
+        "select count(*) from information_schema.tables "
+        "where table_schema = 'marts' and table_name = 'customer_features'"
+    ).fetchone()[0]
+    if not exists:
+        return 0
+    n = con.execute(
+        "select count(distinct as_of_date) from marts.customer_features where as_of_date >= ?",
+        [first_changed],
+    ).fetchone()[0]
+    if n:
+        con.execute("delete from marts.customer_features where as_of_date >= ?", [first_changed])
+    return int(n)

@@ -10,8 +10,10 @@ with events as (
             else greatest(e.landed_date, m.linked_landed_date)
         end as visible_from
     from {{ ref('stg_web__events') }} as e
+    -- equi-join only (a non-equality term in ON turns DuckDB's hash join into a nested loop);
+    -- the map is used only for events without a logged-in customer, via coalesce above
     left join {{ ref('int_identity__anonymous_map') }} as m
-        on e.customer_id is null and m.anonymous_id = e.anonymous_id
+        on m.anonymous_id = e.anonymous_id
 )
 
 select

@@ -7,11 +7,17 @@
     )
 }}
 -- One row per (as_of_date, customer_id): point-in-time features for the partition date and its
--- training cutoffs. A row at date c reads only rows that had landed by c (visible_from /
+-- training cutoffs (only the dates not built yet). A row at date c reads only rows that had landed by c (visible_from /
 -- landed_date <= c) and whose event day is <= c. Windows are half-open in time: "last 7 days"
 -- at c means event days c-6 .. c.
 with cutoffs as (
-    {{ feature_dates() }}
+    select * from ({{ feature_dates() }}) as requested
+    {% if is_incremental() %}
+    -- A date already built is final: it read only files landed by then, and ingest deletes
+    -- the dates a corrected or late file could change. So a nightly run builds one new date,
+    -- not all the training cutoffs again.
+    where cutoff_date not in (select distinct as_of_date from {{ this }})
+    {% endif %}
 ),
 
 customers_at as (
