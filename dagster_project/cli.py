@@ -5,7 +5,13 @@ failure.
     python -m dagster_project.cli run                       # latest partition (yesterday, UTC)
     python -m dagster_project.cli run --date 2025-06-30     # one partition
     python -m dagster_project.cli run --date 2025-06-01 --end 2025-06-07   # a backfill, day by day
+    python -m dagster_project.cli run --config run.yaml      # with a Dagster run config
     python -m dagster_project.cli summary [--date ...]      # what is in the warehouse
+
+Exit codes: 0 every partition succeeded, 1 a run failed (its failed steps and errors are
+printed on stderr), 2 a bad command line (unknown option, bad date, no such partition).
+Runs are recorded in the instance of $DAGSTER_HOME when it is set (SQLite or PostgreSQL,
+see deploy/), else in a throw-away in-memory instance.
 """
 
 from __future__ import annotations
@@ -43,34 +49,88 @@ def latest_partition() -> str:
 
     keys = daily_partitions.get_partition_keys()
     if not keys:
-        raise SystemExit("no partitions exist yet (check DS_PARTITION_START)")
+        raise UsageError("no partitions exist yet (check DS_PARTITION_START)")
     return keys[-1]
 
 
+class UsageError(ValueError):
+    """A bad command line (exit code 2, like argparse's own errors)."""
+
+
+def _date(text: str, flag: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{flag} {text!r} is not a date (YYYY-MM-DD)") from None
+
+
 def _dates(start: str, end: str | None) -> list[str]:
-    a = dt.date.fromisoformat(start)
-    b = dt.date.fromisoformat(end) if end else a
+    a = _date(start, "--date")
+    b = _date(end, "--end") if end else a
     if b < a:
-        raise SystemExit(f"--end {b} is before --date {a}")
-    return [(a + dt.timedelta(days=i)).isoformat() for i in range((b - a).days + 1)]
+        raise UsageError(f"--end {b} is before --date {a}")
+    dates = [(a + dt.timedelta(days=i)).isoformat() for i in range((b - a).days + 1)]
+    from dagster_project.defs.partitions import daily_partitions
+
+    known = set(daily_partitions.get_partition_keys())
+    outside = [d for d in dates if d not in known]
+    if outside:
+        raise UsageError(f"no partition for {outside[0]}: partitions run from "
+                         f"{settings.partition_start()} to the last complete UTC day")
+    return dates
 
 
-def run(dates: list[str]) -> int:
+def _run_config(path: str | None) -> dict | None:
+    if not path:
+        return None
+    import yaml
+
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise UsageError(f"--config {path}: {e}") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"--config {path}: expected a mapping (ops: ...)")
+    return config
+
+
+def failure_report(result) -> list[str]:
+    """Lines naming each failed step with its error, and each failed ERROR-severity check."""
+    from dagster_project.lib.alerts import root_error
+
+    lines = []
+    for e in result.all_events:
+        if e.is_step_failure:
+            err = e.step_failure_data.error if e.step_failure_data else None
+            msg = (root_error(err) if err else e.message) or "(no message)"
+            lines.append(f"FAILED step {e.step_key}: {msg}")
+        elif e.event_type_value == "ASSET_CHECK_EVALUATION":
+            ev = e.event_specific_data
+            if not ev.passed and ev.severity.value == "ERROR":
+                lines.append(f"FAILED check {ev.asset_key.to_user_string()}:{ev.check_name}: "
+                             f"{ev.description or ''}".rstrip(": "))
+        elif e.is_run_failure and not any(x.is_step_failure for x in result.all_events):
+            lines.append(f"FAILED run: {e.message}")
+    return lines
+
+
+def run(dates: list[str], run_config: dict | None = None) -> int:
     import dagster as dg
 
     from dagster_project.definitions import defs
 
-    job = defs().get_job_def("nightly")
+    job = defs().resolve_job_def("nightly")
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
+    print(f"instance: {'$DAGSTER_HOME' if instance else 'ephemeral (DAGSTER_HOME not set)'}",
+          flush=True)
     for d in dates:
         print(f"== nightly partition {d}", flush=True)
-        result = job.execute_in_process(partition_key=d, instance=instance, raise_on_error=False)
+        result = job.execute_in_process(partition_key=d, instance=instance,
+                                        run_config=run_config, raise_on_error=False)
         if not result.success:
-            failed = [e for e in result.all_events if e.is_failure]
-            for e in failed:
-                err = e.event_specific_data.error if hasattr(e.event_specific_data, "error") else None
-                print(f"FAILED step {e.step_key}: {err.message.strip() if err else e.message}",
-                      file=sys.stderr)
+            for line in failure_report(result):
+                print(line, file=sys.stderr)
             print(f"partition {d} failed (run {result.run_id})", file=sys.stderr)
             return 1
         print(f"partition {d} succeeded (run {result.run_id})")
@@ -117,15 +177,24 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run the nightly job for one partition or a range")
     r.add_argument("--date", default="latest", help="YYYY-MM-DD or 'latest' (default)")
     r.add_argument("--end", default=None, help="last date of a range (inclusive)")
+    r.add_argument("--config", default=None, metavar="YAML",
+                   help="Dagster run config for the job (e.g. model hyperparameters)")
     s = sub.add_parser("summary", help="print what the warehouse holds for a partition")
     s.add_argument("--date", default="latest")
-    args = p.parse_args(argv)
-    date = latest_partition() if args.date == "latest" else args.date
+    args = p.parse_args(argv)  # argparse exits with 2 on a bad command line
+    try:
+        date = latest_partition() if args.date == "latest" else args.date
+        dates = _dates(date, args.end) if args.cmd == "run" else [_date(date, "--date").isoformat()]
+        run_config = _run_config(args.config) if args.cmd == "run" else None
+    except UsageError as e:
+        p.print_usage(sys.stderr)
+        print(f"{p.prog}: error: {e}", file=sys.stderr)
+        return 2
     if args.cmd == "run":
-        rc = run(_dates(date, args.end))
-        summary(args.end or date)
+        rc = run(dates, run_config)
+        summary(dates[-1])
         return rc
-    summary(date)
+    summary(dates[0])
     return 0
 
 

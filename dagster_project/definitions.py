@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 
 from dagster_project import settings
+from dagster_project.defs.observability.freshness import with_freshness_policies
 
 
 @dg.definitions
@@ -24,4 +25,6 @@ def defs() -> dg.Definitions:
 
     os.environ.setdefault("DS_DUCKDB_PATH", str(settings.duckdb_path()))
     loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    # Freshness policies on the consumer-facing assets (defs/observability/freshness.py).
+    loaded = with_freshness_policies(loaded)
     return dg.Definitions.merge(loaded, dg.Definitions(executor=dg.in_process_executor))

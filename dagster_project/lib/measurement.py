@@ -601,3 +601,114 @@ left join converted as c using (customer_id, creative_id, exposure_date)
 group by all
 order by r.segment, r.creative_id, r.freq_bucket
 """
+
+
+def curve_fits_from_frame(frame: pd.DataFrame) -> list[CurveFit]:
+    """CurveFits back from the rows of ``CurveFit.as_dict()`` (e.g. the measurement.marginal_roi
+    table): the ``param_<name>`` columns become the curve's parameters again."""
+    names = {f.name for f in CurveFit.__dataclass_fields__.values()} - {"params"}
+    fits = []
+    for r in frame.to_dict("records"):
+        kind = r.get("kind") or "hill"
+        params = {p: float(r[f"param_{p}"]) for p in CURVES.get(kind, (None, None, ()))[2]
+                  if r.get(f"param_{p}") is not None and np.isfinite(r.get(f"param_{p}"))}
+        kw = {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+              for k, v in r.items() if k in names}
+        kw["segment"] = kw.get("segment") or None
+        fits.append(CurveFit(params=params if r.get("status") == "ok" else {}, **kw))
+    return fits
+
+
+def migration_counts(long: pd.DataFrame) -> pd.DataFrame:
+    """The ``counts`` matrix of ``migration`` back from its ``long`` form (segment_from,
+    segment_to, customers): rows the segments then "new", columns the segments then "gone"."""
+    segs = sorted((set(long["segment_from"]) | set(long["segment_to"])) - {NEW, GONE})
+    return (long.pivot_table(index="segment_from", columns="segment_to", values="customers",
+                             aggfunc="sum", fill_value=0)
+            .reindex(index=segs + [NEW], columns=segs + [GONE], fill_value=0).astype(int))
+
+
+# Acquisition cost. Paid channels map to the utm_medium their orders carry; a customer's
+# acquisition medium is the utm_medium of their first order. CAC of a medium = its paid spend
+# over the last $days days / customers whose first order in those days came through it; the
+# blended CAC = all paid spend / all new customers (paid or not) in those days. Per segment,
+# the acquisition cost per customer is the mean over its customers of the CAC of their
+# acquisition medium (0 for organic, direct, email and referral first orders): what the
+# segment's customers cost to acquire at today's prices.
+CHANNEL_MEDIUM = (("google", "cpc"), ("meta", "paid_social"), ("tiktok", "paid_social"),
+                  ("display", "display"))
+
+CAC_SQL = f"""
+with channel_medium(channel, medium) as (
+    values {", ".join(f"('{c}', '{m}')" for c, m in CHANNEL_MEDIUM)}
+),
+spend as (
+    select m.medium, sum(s.spend) as spend
+    from staging.stg_ads__spend as s
+    join channel_medium as m using (channel)
+    where s.spend_date > $as_of::date - $days::integer and s.spend_date <= $as_of
+        and s.landed_date <= $as_of
+    group by all
+),
+first_orders as (
+    select customer_id, min(order_date) as first_order_date,
+        arg_min(coalesce(utm_medium, 'unknown'), ordered_at) as medium
+    from intermediate.int_orders__economics
+    where order_date <= $as_of and visible_from <= $as_of
+    group by customer_id
+),
+new_customers as (
+    select medium, count(*) as new_customers
+    from first_orders
+    where first_order_date > $as_of::date - $days::integer
+    group by medium
+)
+select
+    coalesce(s.medium, n.medium) as medium,
+    coalesce(s.spend, 0)::double as spend,
+    coalesce(n.new_customers, 0) as new_customers,
+    case when s.medium is not null and n.new_customers > 0
+        then s.spend / n.new_customers end as cac,
+    sum(coalesce(s.spend, 0)) over () / nullif(sum(coalesce(n.new_customers, 0)) over (), 0)
+        as blended_cac
+from spend as s
+full join new_customers as n using (medium)
+order by medium
+"""
+
+# per customer of the partition's segments (registered relation `measurement_segments`):
+# acquisition medium of the first order, and the trailing-year value from the features mart
+SEGMENT_ECONOMICS_SQL = """
+with first_orders as (
+    select customer_id, arg_min(coalesce(utm_medium, 'unknown'), ordered_at) as medium
+    from intermediate.int_orders__economics
+    where order_date <= $as_of and visible_from <= $as_of
+    group by customer_id
+)
+select
+    s.segment,
+    count(*) as customers,
+    avg(coalesce(c.cac, 0))::double as cac,
+    avg(coalesce(f.revenue_365d, 0))::double as ltv_proxy,
+    avg(coalesce(f.contribution_margin_365d, 0))::double as margin
+from measurement_segments as s
+left join first_orders as o using (customer_id)
+left join measurement_cac as c on c.medium = o.medium
+left join marts.customer_features as f on f.customer_id = s.customer_id and f.as_of_date = $as_of
+group by s.segment
+order by s.segment
+"""
+
+
+def segment_lift_evidence(inc: pd.DataFrame, last_activation: pd.DataFrame) -> pd.DataFrame:
+    """Per-customer holdout evidence for ``exclusions.build_exclusions(holdout_evidence=...)``.
+
+    ``inc``: the ``incrementality`` frame; ``last_activation``: customer_id and the segment of
+    the customer's latest activation. Each customer gets the measured relative conversion lift
+    of that segment (only segments with status "ok"; others get no row): the best evidence a
+    segment-level holdout gives about one customer.
+    """
+    ok = inc.loc[inc["status"] == "ok", ["segment", "relative_lift"]]
+    out = last_activation[["customer_id", "segment"]].merge(ok, on="segment", how="inner")
+    return out.rename(columns={"relative_lift": "holdout_incremental_lift"})[
+        ["customer_id", "holdout_incremental_lift"]].reset_index(drop=True)

@@ -330,6 +330,7 @@ def _atomic_write(path: Path, content: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be opened by others
         with os.fdopen(fd, "wb") as f:
             f.write(content)
         os.replace(tmp, path)

@@ -7,6 +7,8 @@ import pandas as pd
 
 from dagster_project.defs.resources import warehouse  # noqa: F401  (used by quality/publish)
 from dagster_project.lib import activation as act
+from dagster_project.lib import measurement
+from dagster_project.lib import segments as seg
 from dagster_project.lib.segments import SEGMENTS
 
 # Candidate names: the published.<name> tables they become.
@@ -49,6 +51,12 @@ where as_of_date = ?
 """
 
 
+def holdout_share() -> float:
+    """The holdout share of every activation audience (config/segments.yaml `measurement:`)."""
+    cfg = seg.load_config().get("measurement") or {}
+    return float(cfg.get("holdout_share", measurement.HOLDOUT_SHARE))
+
+
 def candidate_frames(con, as_of: dt.date, run_id: str) -> tuple[dict[str, pd.DataFrame], dict]:
     """The four candidate frames for `as_of`, each row stamped with as_of_date, run_id and
     model_versions; plus the audience preparation stats."""
@@ -63,7 +71,15 @@ def candidate_frames(con, as_of: dt.date, run_id: str) -> tuple[dict[str, pd.Dat
     prepared, prep_stats = act.prepare_audience_members(members)
     kinds = members.drop_duplicates("audience").set_index("audience")["audience_kind"]
     prepared["audience_kind"] = prepared["audience"].map(kinds)
-    # holdout is False here: the hook where measurement's holdout assignment goes
+    # Each activation audience keeps a stable hash-based holdout (DESIGN §10): the members stay
+    # in the published audience with holdout=True, so measurement can read them, and
+    # write_audience_exports leaves them out of the upload files. Suppression lists get none:
+    # holding customers out of a do-not-target list would target them.
+    activation = prepared["audience_kind"] == "activation"
+    prepared["holdout"] = False
+    prepared.loc[activation, "holdout"] = measurement.holdout_assignment(
+        prepared.loc[activation, "customer_id"], prepared.loc[activation, "audience"],
+        share=holdout_share())
     versions = segments[["customer_id", "model_versions"]].astype({"customer_id": str})
     prepared = prepared.merge(versions, on="customer_id", how="left")
     prepared.insert(0, "as_of_date", as_of)

@@ -1,0 +1,121 @@
+"""Operational checks: source freshness on every raw table, score drift on propensity_scores."""
+
+import datetime as dt
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from dagster_project.defs.observability.retry import retry_on_lock
+from dagster_project.defs.partitions import DUCKDB_POOL
+from dagster_project.defs.resources import DataPaths
+from dagster_project.lib import drift
+from dagster_project.lib.alerts import source_freshness
+from dagster_project.lib.contract import TABLES
+from dagster_project.lib.features import LABELS
+
+FRESHNESS = "source_freshness"
+
+
+def freshness_specs() -> list[dg.AssetCheckSpec]:
+    # Blocking for required sources: without today's CRM drop the segments would be built on
+    # yesterday's customers, so nothing downstream runs. Optional sources only warn/flag:
+    # the pipeline is designed to run without them (CRM-only mode).
+    return [
+        dg.AssetCheckSpec(
+            FRESHNESS, asset=dg.AssetKey(["raw", t.raw_name]), blocking=not t.optional,
+            description=(f"Files of {t.source}/{t.table} landed for the partition date ("
+                         + ("optional: never blocks" if t.optional
+                            else "required: blocks downstream when stale") + ")."),
+        )
+        for t in TABLES
+    ]
+
+
+@dg.multi_asset_check(specs=freshness_specs(), name="raw_source_freshness")
+def raw_source_freshness(context: dg.AssetCheckExecutionContext, paths: DataPaths):
+    """Per source table: a file dated D landed (pass), is late (warn) or stale (error)."""
+    as_of = dt.date.fromisoformat(context.partition_key)
+    for t in TABLES:
+        f = source_freshness(paths.raw / t.source / t.table, t.raw_name, as_of, t.optional)
+        if f.status in ("late", "stale"):
+            context.log.warning(f"{t.raw_name}: {f.reason}")
+        yield dg.AssetCheckResult(
+            asset_key=dg.AssetKey(["raw", t.raw_name]),
+            check_name=FRESHNESS,
+            passed=f.status in ("fresh", "absent"),
+            severity=(dg.AssetCheckSeverity.ERROR if f.status == "stale"
+                      else dg.AssetCheckSeverity.WARN),
+            description=f.reason,
+            metadata={
+                "status": f.status,
+                "latest_file": str(f.latest_file) if f.latest_file else "none",
+                "lag_days": -1 if f.lag_days is None else f.lag_days,
+                "files_landed": f.files,
+                "max_lag_days": -1 if f.max_lag_days is None else f.max_lag_days,
+                "optional": f.optional,
+            },
+        )
+
+
+def reference_date(con, as_of: dt.date) -> dt.date | None:
+    """The day to compare with: the last published day before D if anything is published,
+    else the last scored day before D. Strictly before D, so a backfilled day is compared with
+    what preceded it, as the nightly run would have done that night."""
+    published = con.execute(
+        "select count(*) > 0 from information_schema.tables "
+        "where table_schema = 'published' and table_name = 'versions'").fetchone()[0]
+    if published:
+        d = con.execute("select max(as_of_date) from published.versions where as_of_date < ?",
+                        [as_of]).fetchone()[0]
+        if d is not None:
+            return d
+    return con.execute(
+        "select max(as_of_date) from segmentation.propensity_scores where as_of_date < ?",
+        [as_of]).fetchone()[0]
+
+
+def compute_drift(con, as_of: dt.date) -> tuple[dt.date | None, dict[str, float | None]]:
+    """(reference date, PSI per target) for the scores of `as_of`; PSI None where a target
+    has no scores on either day (model absent)."""
+    reference = reference_date(con, as_of)
+    if reference is None:
+        return None, {}
+    out: dict[str, float | None] = {}
+    for target in LABELS:
+        col = f"{target}_score"
+        cur, ref = (
+            con.execute(
+                f"select {col} from segmentation.propensity_scores "
+                f"where as_of_date = ? and {col} is not null", [d]).fetchnumpy()[col]
+            for d in (as_of, reference)
+        )
+        out[target] = drift.psi(ref, cur) if len(cur) and len(ref) else None
+    return reference, out
+
+
+@dg.asset_check(asset="propensity_scores", name="score_drift", blocking=False, pool=DUCKDB_POOL)
+def score_drift(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource):
+    """PSI of each target's scores against the previous published (else scored) day."""
+    # Non-blocking: a moved distribution is a signal for a person (new season, a campaign,
+    # a changed source), not proof that the scores are wrong; the quality gate decides
+    # about publishing.
+    as_of = dt.date.fromisoformat(context.partition_key)
+    with retry_on_lock(context), duckdb.get_connection() as con:
+        reference, values = compute_drift(con, as_of)
+    if reference is None:
+        return dg.AssetCheckResult(passed=True, description="no earlier scored day to compare with",
+                                   metadata={"reference_date": "none"})
+    known = [v for v in values.values() if v is not None]
+    worst = max(known, default=0.0)
+    verdict = drift.verdict(worst) if known else "n/a"
+    return dg.AssetCheckResult(
+        passed=verdict in ("ok", "n/a"),
+        severity=dg.AssetCheckSeverity.ERROR if verdict == "fail" else dg.AssetCheckSeverity.WARN,
+        description=f"max PSI {worst:.3f} against {reference} ({verdict})",
+        metadata={
+            "reference_date": str(reference),
+            "max_psi": float(worst),
+            "psi_by_target": dg.MetadataValue.md(
+                drift.psi_table_md(values, str(reference), str(as_of))),
+        },
+    )

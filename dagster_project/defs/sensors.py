@@ -1,0 +1,55 @@
+"""Run-failure alerts: every failed run leaves a record in <data>/alerts/alerts.jsonl and,
+when DS_ALERT_WEBHOOK_URL is set, a JSON POST (Slack/Teams-style incoming webhook)."""
+
+import os
+
+import dagster as dg
+
+from dagster_project import settings
+from dagster_project.lib.alerts import (
+    WEBHOOK_ENV,
+    AlertRecord,
+    append_alert,
+    post_webhook,
+    root_error,
+    run_failure_record,
+)
+
+
+def alert_for(context: dg.RunFailureSensorContext) -> AlertRecord:
+    """The alert record of the failed run in `context` (failed steps with their errors)."""
+    run = context.dagster_run
+    steps = []
+    for event in context.get_step_failure_events():
+        data = event.step_failure_data
+        err = data.error if data is not None else None
+        steps.append((event.step_key or "?", root_error(err) if err else event.message))
+    return run_failure_record(
+        run_id=run.run_id,
+        job=run.job_name,
+        partition=run.tags.get("dagster/partition"),
+        failed_steps=steps,
+        run_message=context.failure_event.message if context.failure_event else None,
+    )
+
+
+@dg.run_failure_sensor(
+    name="alert_on_run_failure",
+    monitor_all_code_locations=False,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Writes an alert record for every failed run (and POSTs it to "
+    "DS_ALERT_WEBHOOK_URL when set).",
+)
+def alert_on_run_failure(context: dg.RunFailureSensorContext):
+    record = alert_for(context)
+    path = append_alert(settings.data_dir() / "alerts", record)
+    context.log.info(f"alert for run {record.run_id} written to {path}")
+    url = os.environ.get(WEBHOOK_ENV)
+    if url:
+        error = post_webhook(url, {"text": f"[decision-segments] {record.job} "
+                                           f"{record.partition or ''} failed: {record.message}",
+                                   **record.to_json()})
+        if error:
+            # Logged, never raised: the file record above is the alert of last resort.
+            context.log.error(f"alert webhook failed: {error}")

@@ -1,0 +1,196 @@
+"""Alarms for the people who run the pipeline: run-failure records and source freshness.
+
+Pure functions (no Dagster import); the run-failure sensor and the freshness checks in
+`defs/` call them.
+
+Failure alerts go to an append-only JSON-lines file (``<data>/alerts/alerts.jsonl``) and,
+when ``DS_ALERT_WEBHOOK_URL`` is set, are POSTed as JSON. A file rather than a DuckDB table:
+the sensor runs in the daemon while a run may hold the warehouse's single-writer lock.
+Each record is one ``os.write`` of one line to a file opened with O_APPEND, so concurrent
+writers never interleave half lines.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .ingest import DATE_FILE
+
+ALERTS_FILE = "alerts.jsonl"
+WEBHOOK_ENV = "DS_ALERT_WEBHOOK_URL"
+MAX_MESSAGE_CHARS = 4000
+
+
+# --------------------------------------------------------------------------- run failures
+@dataclass(frozen=True)
+class FailedStep:
+    step_key: str
+    error: str
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    kind: str  # "run_failure"
+    run_id: str
+    job: str
+    partition: str | None
+    failed_steps: list[FailedStep]
+    message: str
+    created_at: str = field(
+        default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _clip(text: str | None) -> str:
+    text = (text or "").strip()
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + " ...[cut]"
+
+
+def root_error(err) -> str:
+    """The user's error inside Dagster's wrapping: a step's SerializableErrorInfo says "Error
+    occurred while executing op ..." and carries the real exception as its `cause`. Duck-typed
+    (message / cls_name / cause) so this module needs no Dagster import."""
+    if err is None:
+        return ""
+    seen = set()
+    while getattr(err, "cause", None) is not None and id(err) not in seen:
+        seen.add(id(err))
+        err = err.cause
+    message = (getattr(err, "message", None) or str(err)).strip()
+    cls_name = getattr(err, "cls_name", None)
+    if cls_name and not message.startswith(cls_name.split(".")[-1]) and ": " not in message[:80]:
+        message = f"{cls_name}: {message}"
+    return message
+
+
+def run_failure_record(run_id: str, job: str, partition: str | None,
+                       failed_steps: Sequence[tuple[str, str | None]],
+                       run_message: str | None) -> AlertRecord:
+    """The alert for a failed run: which steps failed with which error."""
+    steps = [FailedStep(k, _clip(e)) for k, e in failed_steps]
+    if steps:
+        summary = "; ".join(f"{s.step_key}: {s.error.splitlines()[0] if s.error else '?'}"
+                            for s in steps)
+    else:  # the run failed outside any step (killed worker, run monitoring, launch error)
+        summary = _clip(run_message) or "run failed"
+    return AlertRecord(kind="run_failure", run_id=run_id, job=job, partition=partition,
+                       failed_steps=steps, message=_clip(summary))
+
+
+def append_alert(alerts_dir: Path, record: AlertRecord | Mapping) -> Path:
+    """Append one JSON line to `<alerts_dir>/alerts.jsonl` (created if needed)."""
+    alerts_dir.mkdir(parents=True, exist_ok=True)
+    path = alerts_dir / ALERTS_FILE
+    payload = record.to_json() if isinstance(record, AlertRecord) else dict(record)
+    line = (json.dumps(payload, sort_keys=True, default=str) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)  # a single write on an O_APPEND descriptor: never interleaved
+    finally:
+        os.close(fd)
+    return path
+
+
+def read_alerts(alerts_dir: Path) -> list[dict]:
+    path = alerts_dir / ALERTS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def post_webhook(url: str, payload: Mapping, timeout: float = 10.0) -> str | None:
+    """POST `payload` as JSON. Returns None on success, else the error as text (never
+    raises: an unreachable chat server must not take the alerting down with it)."""
+    data = json.dumps(payload, sort_keys=True, default=str).encode()
+    try:
+        req = urllib.request.Request(url, data=data, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            if not 200 <= resp.status < 300:
+                return f"HTTP {resp.status}"
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+# --------------------------------------------------------------------------- freshness
+# Days a source may go without a new file before it is stale (ERROR). Sources whose files
+# land only when something happened (new/changed customers, tickets, returns) tolerate
+# longer gaps than daily feeds; None = reference data that lands only when it changes
+# (never stale). A day without a file dated D but within the tolerance is a WARN.
+# The tolerances are for a shop with a steady flow; a very small one (the tests' 200 customers)
+# can go a week without a new or changed customer, hence 30 days for the customer master.
+MAX_LAG_DAYS: dict[str, int | None] = {
+    "crm__customers": 30,
+    "crm__orders": 3,
+    "crm__order_lines": 3,
+    "crm__support_tickets": 14,
+    "web__events": 2,
+    "ads__creatives": None,
+    "ads__spend": 2,
+    "ads__exposures": 2,
+    "returns__returns": 14,
+    "fx__rates": 3,
+    "marketing__activation_log": 14,
+}
+DEFAULT_MAX_LAG_DAYS = 2
+
+
+@dataclass(frozen=True)
+class Freshness:
+    raw_table: str
+    as_of: dt.date
+    optional: bool
+    latest_file: dt.date | None  # newest file dated <= as_of
+    files: int  # files dated <= as_of
+    max_lag_days: int | None
+    status: str  # "fresh" | "late" (warn) | "stale" (error) | "absent" (optional, never landed)
+    reason: str
+
+    @property
+    def lag_days(self) -> int | None:
+        return None if self.latest_file is None else (self.as_of - self.latest_file).days
+
+
+def source_freshness(folder: Path, raw_table: str, as_of: dt.date, optional: bool,
+                     max_lag_days: int | None = ...) -> Freshness:  # type: ignore[assignment]
+    """Did the files of one source table land for `as_of`? Reads the landing folder
+    (`<raw>/<source>/<table>/<YYYY-MM-DD>.csv`); files dated after `as_of` are ignored, so a
+    backfilled day is judged as it was that night."""
+    if max_lag_days is ...:
+        max_lag_days = MAX_LAG_DAYS.get(raw_table, DEFAULT_MAX_LAG_DAYS)
+    dates = []
+    if folder.is_dir():
+        for p in folder.iterdir():
+            m = DATE_FILE.match(p.name)
+            if m and (d := dt.date.fromisoformat(m.group(1))) <= as_of:
+                dates.append(d)
+    latest = max(dates) if dates else None
+
+    def result(status: str, reason: str) -> Freshness:
+        return Freshness(raw_table, as_of, optional, latest, len(dates), max_lag_days,
+                         status, reason)
+
+    if latest is None:
+        if optional:
+            return result("absent", f"optional source: no file landed by {as_of}")
+        return result("stale", f"required source: no file landed by {as_of}")
+    lag = (as_of - latest).days
+    if lag == 0:
+        return result("fresh", f"file for {as_of} landed")
+    if max_lag_days is None:
+        return result("fresh", f"reference data, last file {latest}")
+    if lag > max_lag_days:
+        return result("stale", f"no file for {lag} days (last {latest}); "
+                               f"tolerated: {max_lag_days}")
+    return result("late", f"no file dated {as_of} (last {latest}, {lag} day(s) ago; "
+                          f"stale after {max_lag_days})")

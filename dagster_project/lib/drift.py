@@ -1,0 +1,69 @@
+"""Population stability index (PSI): how far a score distribution moved between two days.
+
+    PSI = sum_i (a_i - e_i) * ln(a_i / e_i)
+
+over bins i, with e_i / a_i the share of the expected (reference) / actual values in bin i.
+Bins are quantiles of the *expected* distribution, so each holds about 1/bins of the reference
+and the index does not depend on the score's scale. Empty bins get `eps` before the logarithm
+(a bin empty on one side would otherwise make PSI infinite).
+
+Usual reading (credit-risk practice, and the thresholds of the drift check):
+< 0.1 stable, 0.1-0.25 moderate shift (warn), > 0.25 major shift (fail).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+WARN_PSI = 0.1
+FAIL_PSI = 0.25
+
+
+def _clean(values: Iterable[float]) -> np.ndarray:
+    a = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=float)
+    return a[np.isfinite(a)]
+
+
+def psi(expected: Iterable[float], actual: Iterable[float], bins: int = 10,
+        eps: float = 1e-4) -> float:
+    """PSI of `actual` against `expected` (NaN/None dropped). Raises ValueError when either
+    side is empty: "no drift" cannot be claimed without data."""
+    e, a = _clean(expected), _clean(actual)
+    if len(e) == 0 or len(a) == 0:
+        raise ValueError(f"psi needs values on both sides (expected {len(e)}, actual {len(a)})")
+    if bins < 2:
+        raise ValueError("bins must be >= 2")
+    # Inner cut points at the expected quantiles; ties (a constant-ish score) collapse bins.
+    cuts = np.unique(np.quantile(e, np.linspace(0, 1, bins + 1)[1:-1]))
+    e_counts = np.bincount(np.searchsorted(cuts, e, side="right"), minlength=len(cuts) + 1)
+    a_counts = np.bincount(np.searchsorted(cuts, a, side="right"), minlength=len(cuts) + 1)
+    e_share = np.maximum(e_counts / len(e), eps)
+    a_share = np.maximum(a_counts / len(a), eps)
+    value = float(np.sum((a_share - e_share) * np.log(a_share / e_share)))
+    return max(value, 0.0)
+
+
+def verdict(value: float | None) -> str:
+    """'ok', 'warn' or 'fail' for a PSI value; 'n/a' when it could not be computed."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if value > FAIL_PSI:
+        return "fail"
+    if value > WARN_PSI:
+        return "warn"
+    return "ok"
+
+
+def psi_table_md(values: Mapping[str, float | None], reference: str, current: str) -> str:
+    """Markdown table: one row per target with its PSI and verdict."""
+    title = (f"PSI of each score on {current} against {reference} "
+             f"(warn > {WARN_PSI}, fail > {FAIL_PSI})")
+    lines = [title, "",
+             "| target | PSI | verdict |", "| --- | --- | --- |"]
+    for target, v in sorted(values.items()):
+        shown = "" if v is None else f"{v:.4f}"
+        lines.append(f"| {target} | {shown} | {verdict(v)} |")
+    return "\n".join(lines)

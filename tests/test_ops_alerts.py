@@ -1,0 +1,288 @@
+"""Alarms for operators: source freshness, run-failure records, retry classification, drift."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import http.server
+import json
+import logging
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import ClassVar
+
+import duckdb
+import numpy as np
+import pytest
+
+from dagster_project.lib import alerts, drift
+from dagster_project.lib.ingest import IngestError
+from dagster_project.lib.retry import is_transient, lock_backoff_seconds
+
+from .helpers import END, make_dataset
+
+LOCK_ERROR = ('IO Error: Could not set lock on file "/x/warehouse.duckdb": Conflicting lock is '
+              "held in /usr/bin/python3 (PID 123). See also https://duckdb.org/docs/concurrency")
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    """A tiny dataset ending on END (sources land daily files)."""
+    return make_dataset(tmp_path_factory.mktemp("alerts"), customers=200, seed=5)
+
+
+def _drop_days(raw: Path, source: str, table: str, days: list[dt.date]) -> None:
+    for d in days:
+        (raw / source / table / f"{d.isoformat()}.csv").unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- freshness
+def test_a_source_missing_for_the_day_raises_the_freshness_alarm(small, tmp_path):
+    import shutil
+
+    raw = tmp_path / "raw"
+    shutil.copytree(small / "raw", raw)
+    folder = raw / "web" / "events"
+    assert alerts.source_freshness(folder, "web__events", END, optional=True).status == "fresh"
+    _drop_days(raw, "web", "events", [END])
+    late = alerts.source_freshness(folder, "web__events", END, optional=True)
+    assert late.status == "late" and late.lag_days == 1
+    assert str(END) in late.reason
+
+
+def test_a_required_source_silent_beyond_its_tolerance_is_stale():
+    # a folder whose newest file is 5 days old; orders tolerate 3
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        folder = Path(d)
+        (folder / f"{(END - dt.timedelta(days=5)).isoformat()}.csv").write_text("x\n")
+        (folder / f"{(END + dt.timedelta(days=1)).isoformat()}.csv").write_text("x\n")  # future
+        f = alerts.source_freshness(folder, "crm__orders", END, optional=False)
+        assert f.status == "stale" and f.lag_days == 5
+        assert alerts.source_freshness(Path(d) / "none", "crm__orders", END, False).status == "stale"
+        assert alerts.source_freshness(Path(d) / "none", "web__events", END, True).status == "absent"
+
+
+def test_freshness_check_warns_for_a_late_optional_source_and_blocks_on_a_stale_required_one(
+        small, tmp_path):
+    import shutil
+
+    import dagster as dg
+    from dagster_duckdb import DuckDBResource
+
+    from dagster_project.defs.ingest.assets import ingest_sources
+    from dagster_project.defs.observability.checks import raw_source_freshness
+    from dagster_project.defs.resources import DataPaths
+
+    raw = tmp_path / "raw"
+    shutil.copytree(small / "raw", raw)
+    _drop_days(raw, "web", "events", [END])  # optional, 1 day late -> WARN
+    # required: orders silent for 4 days (> 3 tolerated) -> ERROR, blocking
+    _drop_days(raw, "crm", "orders", [END - dt.timedelta(days=i) for i in range(4)])
+    result = dg.materialize(
+        [ingest_sources, raw_source_freshness], partition_key=END.isoformat(),
+        resources={"duckdb": DuckDBResource(database=str(tmp_path / "w.duckdb")),
+                   "paths": DataPaths(data_dir=str(tmp_path))},
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    evals = {e.asset_key.path[-1]: e for e in result.get_asset_check_evaluations()}
+    assert evals["web__events"].passed is False
+    assert evals["web__events"].severity == dg.AssetCheckSeverity.WARN
+    assert evals["crm__orders"].passed is False
+    assert evals["crm__orders"].severity == dg.AssetCheckSeverity.ERROR
+    assert evals["crm__customers"].severity == dg.AssetCheckSeverity.WARN or evals[
+        "crm__customers"].passed
+    specs = {s.asset_key.path[-1]: s for s in raw_source_freshness.check_specs}
+    assert specs["crm__orders"].blocking and not specs["web__events"].blocking
+    # blocking + ERROR: the check step fails, so nothing downstream would run
+    assert not result.success
+
+
+# ---------------------------------------------------------------- failure alerts
+class _Hook(http.server.BaseHTTPRequestHandler):
+    received: ClassVar[list[dict]] = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Hook.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook():
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Hook)
+    _Hook.received = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", _Hook.received
+    server.shutdown()
+
+
+def test_a_failing_run_produces_an_alert_record_and_a_webhook_post(
+        small, tmp_path, monkeypatch, webhook):
+    import shutil
+
+    import dagster as dg
+
+    raw = tmp_path / "raw"
+    shutil.copytree(small / "raw", raw)
+    # a required column missing from the day's orders file -> IngestError in ingest_sources
+    path = raw / "crm" / "orders" / f"{END.isoformat()}.csv"
+    rows = list(csv.reader(path.open()))
+    rows[0] = ["order_date" if c == "ordered_at" else c for c in rows[0]]
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    url, received = webhook
+    monkeypatch.setenv("DS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DS_DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
+    monkeypatch.setenv("DS_ALERT_WEBHOOK_URL", url)
+
+    from dagster_project.definitions import defs
+    from dagster_project.defs.sensors import alert_on_run_failure
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = defs().resolve_job_def("nightly").execute_in_process(
+        partition_key=END.isoformat(), instance=instance, raise_on_error=False)
+    assert not result.success
+    ctx = dg.build_run_status_sensor_context(
+        sensor_name="alert_on_run_failure", dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance, dagster_run=result.dagster_run).for_run_failure()
+    alert_on_run_failure(ctx)
+
+    records = alerts.read_alerts(tmp_path / "alerts")
+    assert len(records) == 1
+    rec = records[0]
+    assert rec["run_id"] == result.run_id and rec["job"] == "nightly"
+    assert rec["partition"] == END.isoformat()
+    assert [s["step_key"] for s in rec["failed_steps"]] == ["ingest_sources"]
+    assert "ordered_at" in rec["failed_steps"][0]["error"]
+    assert "ordered_at" in rec["message"]
+    assert received and received[0]["run_id"] == result.run_id and "text" in received[0]
+
+    # an unreachable webhook is logged, never raised; the record is still written
+    monkeypatch.setenv("DS_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/nothing-listens-here")
+    alert_on_run_failure(ctx)
+    assert len(alerts.read_alerts(tmp_path / "alerts")) == 2
+
+
+def test_alert_records_are_appended_one_json_line_each(tmp_path):
+    for i in range(3):
+        alerts.append_alert(tmp_path, alerts.run_failure_record(
+            f"r{i}", "nightly", "2025-06-30", [("s", f"boom {i}\ndetails")], None))
+    lines = (tmp_path / alerts.ALERTS_FILE).read_text().splitlines()
+    assert [json.loads(x)["run_id"] for x in lines] == ["r0", "r1", "r2"]
+    assert json.loads(lines[0])["message"] == "s: boom 0"
+
+
+def test_a_run_failing_outside_any_step_is_alerted_with_the_run_message():
+    rec = alerts.run_failure_record("r", "nightly", None, [], "Exceeded maximum runtime")
+    assert rec.message == "Exceeded maximum runtime" and rec.failed_steps == []
+
+
+def test_webhook_errors_are_returned_not_raised():
+    assert alerts.post_webhook("http://127.0.0.1:9/x", {"a": 1}, timeout=2) is not None
+    assert alerts.post_webhook("not a url", {"a": 1}) is not None
+
+
+# ---------------------------------------------------------------- retries
+def test_duckdb_lock_error_is_transient_and_data_errors_are_not(tmp_path):
+    assert is_transient(LOCK_ERROR)
+    assert is_transient(duckdb.IOException(LOCK_ERROR))
+    assert not is_transient(IngestError("crm/orders/2025-06-30.csv: required column missing"))
+    assert not is_transient(ValueError("quality gate failed: 3 expectations"))
+    assert not is_transient(duckdb.IOException("IO Error: No files found that match the pattern"))
+    try:  # wrapped: a lock error that caused another exception is still transient
+        try:
+            raise duckdb.IOException(LOCK_ERROR)
+        except duckdb.IOException as e:
+            raise RuntimeError("dbt build failed") from e
+    except RuntimeError as wrapped:
+        assert is_transient(wrapped)
+    assert [lock_backoff_seconds(i) for i in range(3)] == [15, 30, 60]
+
+
+def test_a_real_second_process_lock_is_classified_transient(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    db = tmp_path / "w.duckdb"
+    script = (f"import duckdb, time; c = duckdb.connect(r'{db}'); "
+              "c.execute('create table t(x int)'); print('ready', flush=True); time.sleep(30)")
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(duckdb.Error) as info:
+            duckdb.connect(str(db), read_only=True)
+        assert is_transient(info.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+
+
+def test_retry_on_lock_requests_a_retry_only_for_lock_errors():
+    import dagster as dg
+
+    from dagster_project.defs.observability.retry import retry_on_lock
+
+    ctx = SimpleNamespace(retry_number=1, log=logging.getLogger("test"))
+    with pytest.raises(dg.RetryRequested) as info, retry_on_lock(ctx):
+        raise duckdb.IOException(LOCK_ERROR)
+    assert info.value.seconds_to_wait == 30 and info.value.max_retries >= 1
+    with pytest.raises(IngestError), retry_on_lock(ctx):
+        raise IngestError("bad file")
+
+
+# ---------------------------------------------------------------- drift
+def test_psi_is_zero_for_the_same_distribution_and_large_for_a_shifted_one():
+    rng = np.random.default_rng(0)
+    base = rng.beta(2, 5, 5000)
+    assert drift.psi(base, base) == pytest.approx(0.0, abs=1e-9)
+    assert drift.psi(base, rng.beta(2, 5, 5000)) < 0.1
+    moderate = drift.psi(base, np.clip(base + 0.06, 0, 1))
+    major = drift.psi(base, rng.beta(5, 2, 5000))
+    assert 0.1 < moderate < major and major > 0.25
+    assert drift.verdict(moderate) in ("warn", "fail") and drift.verdict(major) == "fail"
+    assert drift.psi([0.5] * 100, [0.5] * 100) == pytest.approx(0.0)  # constant: no crash
+    with pytest.raises(ValueError):
+        drift.psi([], [0.1])
+
+
+def test_drift_compares_with_the_last_published_day_before_the_partition(tmp_path):
+    from dagster_project.defs.observability.checks import compute_drift
+    from dagster_project.lib.features import LABELS
+
+    rng = np.random.default_rng(1)
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("create schema segmentation")
+    cols = ", ".join(f"{t}_score double" for t in LABELS)
+    con.execute(f"create table segmentation.propensity_scores (as_of_date date, customer_id "
+                f"varchar, {cols})")
+    days = {dt.date(2025, 6, 27): (2, 5), dt.date(2025, 6, 28): (5, 2),
+            dt.date(2025, 6, 29): (5, 2), dt.date(2025, 6, 30): (2, 5)}
+    for d, (a, b) in days.items():
+        import pandas as pd
+
+        values = rng.beta(a, b, 2000)
+        frame = pd.DataFrame({"as_of_date": d, "customer_id": [f"c{i}" for i in range(2000)],
+                              **{f"{t}_score": values for t in LABELS}})
+        con.register("frame", frame)
+        con.execute("insert into segmentation.propensity_scores select * from frame")
+        con.unregister("frame")
+    # nothing published: the previous scored day (06-29, shifted) -> fail
+    ref, values = compute_drift(con, dt.date(2025, 6, 30))
+    assert ref == dt.date(2025, 6, 29) and all(v > 0.25 for v in values.values())
+    # 06-27 was the last day published: it is the reference (similar distribution) -> ok
+    con.execute("create schema published")
+    con.execute("create table published.versions (name varchar, as_of_date date)")
+    con.execute("insert into published.versions values ('scores', '2025-06-27')")
+    ref, values = compute_drift(con, dt.date(2025, 6, 30))
+    assert ref == dt.date(2025, 6, 27) and all(v < 0.1 for v in values.values())
+    assert compute_drift(con, dt.date(2025, 6, 27)) == (None, {})
+    con.close()

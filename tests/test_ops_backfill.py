@@ -1,0 +1,208 @@
+"""Backfills reproduce nightly runs: 7 nightly runs in date order and the same 7 days run
+newest-first on a fresh warehouse (an old day backfilled after later days) give identical
+rows per as_of_date; re-running a day changes nothing.
+
+The two warehouses are built by two subprocesses in parallel (this module is also the runner:
+`python -m tests.test_ops_backfill <root> <date>...`), each printing, after every run, a hash
+of every table's rows per as_of_date."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dagster_project import settings
+
+from .helpers import END
+
+DAYS = [(END - dt.timedelta(days=6 - i)).isoformat() for i in range(7)]  # oldest first
+
+# Less model work (results stay deterministic: same data, seed and thread count); the
+# thread count is 1 because two runners share the 2 cores of the reference machine.
+# Minimum segment size scaled to the 1500 customers (the default, 500, leaves one segment,
+# which the gate's maximum share refuses).
+RUN_CONFIG = {"ops": {
+    "propensity_models": {"config": {"n_estimators": 60, "num_threads": 1}},
+    "segments": {"config": {"min_segment_size": 100}},
+}}
+
+# Tables compared: every table or view with an as_of_date column in these schemas.
+SCHEMAS = ("marts", "segmentation", "published")
+# Bookkeeping that legitimately differs between runs: who ran it and when.
+EXCLUDED_COLUMNS = ("run_id", "version", "content_hash", "published_at", "created_at",
+                    "checked_at", "run_started_at", "generated_at")
+
+
+def table_hashes(db: Path) -> dict[str, dict[str, str]]:
+    """{schema.table: {as_of_date: md5 of its rows in canonical order}} (run ids excluded)."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        tables = con.execute(
+            "select table_schema, table_name from information_schema.columns "
+            "where table_schema in (select unnest(?)) and column_name = 'as_of_date' "
+            "order by 1, 2", [list(SCHEMAS)]).fetchall()
+        out: dict[str, dict[str, str]] = {}
+        for schema, table in tables:
+            if schema == "published" and (table in ("versions", "publish_log")
+                                          or re.search(r"__\d{8}__", table)):
+                continue  # bookkeeping, and versioned copies named after their run
+            cols = [c for (c,) in con.execute(
+                "select column_name from information_schema.columns where table_schema = ? "
+                "and table_name = ? order by ordinal_position", [schema, table]).fetchall()
+                if c not in EXCLUDED_COLUMNS and not c.endswith("run_id")]
+            row = "concat_ws('|', " + ", ".join(
+                f"coalesce(cast(\"{c}\" as varchar), '∅')" for c in cols) + ")"
+            rows = con.execute(
+                f'select cast(as_of_date as varchar), count(*), '
+                f'md5(string_agg({row}, chr(10) order by {row})) '
+                f'from "{schema}"."{table}" group by 1 order by 1').fetchall()
+            out[f"{schema}.{table}"] = {d: f"{n}:{h}" for d, n, h in rows}
+        return out
+    finally:
+        con.close()
+
+
+def _runner(root: Path, dates: list[str]) -> None:
+    os.environ["DS_DATA_DIR"] = str(root)
+    os.environ["DS_DUCKDB_PATH"] = str(root / "warehouse.duckdb")
+    import dagster as dg
+
+    from dagster_project.definitions import defs
+
+    job = defs().resolve_job_def("nightly")
+    instance = dg.DagsterInstance.ephemeral()
+    for d in dates:
+        result = job.execute_in_process(partition_key=d, instance=instance,
+                                        run_config=RUN_CONFIG, raise_on_error=False)
+        errors = [f"{e.step_key}: {e.message}" for e in result.all_events if e.is_failure]
+        errors += [f"{e.asset_key.to_user_string()}:{e.check_name}: {e.description}"
+                   for e in result.get_asset_check_evaluations()
+                   if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
+        # Go on after a failed run (a refused gate): the comparison shows what it changed.
+        print("RESULT " + json.dumps({"date": d, "success": result.success, "errors": errors,
+                                      "hashes": table_hashes(root / "warehouse.duckdb")}),
+              flush=True)
+
+
+def _start(root: Path, raw: Path, dates: list[str]) -> subprocess.Popen:
+    root.mkdir(parents=True)
+    (root / "raw").symlink_to(raw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.test_ops_backfill", str(root), *dates],
+        cwd=settings.PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _results(proc: subprocess.Popen, timeout: float) -> list[dict]:
+    out, err = proc.communicate(timeout=timeout)
+    results = [json.loads(line[7:]) for line in out.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and results, f"runner crashed:\n{err[-3000:]}"
+    for r in results:
+        if not r["success"]:
+            print(f"run {r['date']} failed: {r['errors']}")
+    return results
+
+
+@pytest.fixture(scope="module")
+def two_warehouses(tmp_path_factory, dataset):
+    """A: the 7 nightly runs in date order. B: the same days newest first on a fresh
+    warehouse, then the middle day once more. On the session's dataset (1500 customers)."""
+    base = tmp_path_factory.mktemp("backfill")
+    data = dataset
+    rerun = DAYS[3]
+    a = _start(base / "nightly", data / "raw", DAYS)
+    b = _start(base / "backfill", data / "raw", [*reversed(DAYS), rerun])
+    try:
+        return {"nightly": _results(a, 900), "backfill": _results(b, 900), "rerun": rerun}
+    finally:
+        for proc in (a, b):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _final(results: list[dict]) -> dict[str, dict[str, str]]:
+    return results[-1]["hashes"]
+
+
+def _by_day(hashes: dict[str, dict[str, str]], day: str, published: bool = True) -> dict[str, str]:
+    return {t: per_day[day] for t, per_day in hashes.items()
+            if day in per_day and (published or not t.startswith("published."))}
+
+
+def _published_days(hashes: dict[str, dict[str, str]]) -> set[str]:
+    return {d for t, per_day in hashes.items() if t.startswith("published.") for d in per_day}
+
+
+@pytest.mark.slow
+def test_seven_nightly_runs_and_a_reverse_order_backfill_produce_identical_rows(two_warehouses):
+    nightly = _final(two_warehouses["nightly"])
+    backfill = _final(two_warehouses["backfill"])
+    for must in ("segmentation.decision_segments", "segmentation.propensity_scores",
+                 "marts.customer_features"):
+        assert set(DAYS) <= set(nightly[must]), must  # features also hold training cutoffs
+    for day in DAYS:
+        assert _by_day(backfill, day, published=False) == _by_day(nightly, day, published=False)
+    # and every other day too (e.g. the features of the training cutoffs)
+    unpublished = {t: v for t, v in nightly.items() if not t.startswith("published.")}
+    assert {t: v for t, v in backfill.items() if not t.startswith("published.")} == unpublished
+    # published rows: identical for every day both orders published
+    both = _published_days(nightly) & _published_days(backfill)
+    assert both, "no day was published in both orders"
+    for day in sorted(both):
+        assert _by_day(backfill, day) == _by_day(nightly, day), day
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "the segments gate's day-over-day size-change check compares with the last day published "
+    "*before* D, so in a newest-first backfill it has nothing to compare with and passes days "
+    "the nightly order refuses (defs/quality/checks.py, lib/publish.previous_sizes)"))
+def test_the_same_days_are_published_whatever_the_run_order(two_warehouses):
+    nightly = _final(two_warehouses["nightly"])
+    backfill = _final(two_warehouses["backfill"])
+    assert _published_days(backfill) == _published_days(nightly)
+
+
+@pytest.mark.slow
+def test_rerunning_a_partition_changes_no_row(two_warehouses):
+    results = two_warehouses["backfill"]
+    before, after = results[-2]["hashes"], results[-1]["hashes"]
+    assert results[-1]["date"] == two_warehouses["rerun"]
+    assert after == before
+
+
+@pytest.mark.slow
+def test_old_day_backfilled_after_later_days_uses_no_future_data(two_warehouses):
+    # In the nightly warehouse the oldest day ran first, on a warehouse holding nothing
+    # newer: it is the fresh-warehouse-to-that-date reference for the backfilled oldest day.
+    oldest = DAYS[0]
+    first_nightly = two_warehouses["nightly"][0]
+    assert first_nightly["date"] == oldest
+    backfilled = _final(two_warehouses["backfill"])
+    assert backfilled["marts.customer_features"][oldest] == \
+        first_nightly["hashes"]["marts.customer_features"][oldest]
+    assert _by_day(backfilled, oldest) == _by_day(first_nightly["hashes"], oldest)
+
+
+@pytest.mark.slow
+def test_backfilling_older_days_leaves_later_outputs_unchanged(two_warehouses):
+    results = two_warehouses["backfill"]
+    newest = DAYS[-1]
+    assert results[0]["date"] == newest
+    right_after = _by_day(results[0]["hashes"], newest)
+    after_all = _by_day(_final(results), newest)
+    # published views follow the newest day and are not partition tables: compare the rest
+    assert after_all == right_after
+
+
+if __name__ == "__main__":
+    _runner(Path(sys.argv[1]), sys.argv[2:])

@@ -1,0 +1,245 @@
+"""The Dagster instance as operated: a SIGKILLed run does not block the next one, the
+webserver serves the asset graph from workspace.yaml, and the PostgreSQL instance runs a
+partition end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dagster_project import settings
+
+from .helpers import END, make_dataset
+
+ROOT = settings.PROJECT_ROOT
+BIN = Path(sys.executable).parent
+POOL = "duckdb_warehouse"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A small dataset for runs with the default config (the CLI takes no run config)."""
+    return make_dataset(tmp_path_factory.mktemp("instance"), customers=600, seed=11)
+
+
+def _env(home: Path, data: Path, **extra) -> dict:
+    env = {**os.environ, "DAGSTER_HOME": str(home), "DS_DATA_DIR": str(data),
+           "DS_DUCKDB_PATH": str(data / "warehouse.duckdb"), **extra}
+    env.pop("DS_ALERT_WEBHOOK_URL", None)
+    return env
+
+
+def _data_dir(tmp: Path, dataset: Path) -> Path:
+    data = tmp / "data"
+    data.mkdir()
+    (data / "raw").symlink_to(dataset / "raw")
+    return data
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(predicate, timeout: float, what: str, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+# ----------------------------------------------------------------------------- (a)
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_does_not_block_the_next_run(tiny, tmp_path, monkeypatch):
+    import dagster as dg
+
+    home = tmp_path / "home"
+    home.mkdir()
+    cfg = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
+    # the production file with short intervals: a run older than 8 s is declared dead
+    cfg["run_monitoring"].update(poll_interval_seconds=1, max_runtime_seconds=8,
+                                 free_slots_after_run_end_seconds=1)
+    (home / "dagster.yaml").write_text(yaml.safe_dump(cfg))
+    data = _data_dir(tmp_path, tiny)
+    env = _env(home, data)
+
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "dagster_project.cli", "run", "--date", END.isoformat()],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    instance = dg.DagsterInstance.from_config(str(home))
+    storage = instance.event_log_storage
+    try:
+        _wait(lambda: storage.get_concurrency_info(POOL).active_slot_count == 1, 120,
+              "the first run to hold the pool slot")
+    finally:
+        os.killpg(victim.pid, signal.SIGKILL)  # the run worker and its dbt child
+        victim.wait()
+    [record] = instance.get_run_records()
+    run_id = record.dagster_run.run_id
+    time.sleep(2)
+    # the dead run still holds the slot: a new step would wait for it
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
+    assert storage.get_concurrency_info(POOL).active_slot_count == 1
+
+    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait(lambda: instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE,
+              120, "run monitoring to mark the killed run failed")
+        _wait(lambda: storage.get_concurrency_info(POOL).active_slot_count == 0, 60,
+              "run monitoring to free the killed run's slot")
+    finally:
+        _stop(daemon)
+
+    # the next run claims the slot and succeeds (the ingest step and its checks suffice)
+    for k, v in (("DS_DATA_DIR", str(data)), ("DS_DUCKDB_PATH", str(data / "warehouse.duckdb"))):
+        monkeypatch.setenv(k, v)
+    from dagster_project.definitions import defs
+
+    d = defs()
+    raw_keys = [k for k in d.resolve_asset_graph().get_all_asset_keys() if k.path[0] == "raw"]
+    result = d.resolve_job_def("nightly").execute_in_process(
+        partition_key=END.isoformat(), instance=instance, asset_selection=raw_keys)
+    assert result.success
+    assert storage.get_concurrency_info(POOL).active_slot_count == 0
+
+
+# ----------------------------------------------------------------------------- (b)
+GRAPHQL_QUERY = "{ assetNodes { assetKey { path } } }"
+
+
+@pytest.mark.slow
+def test_the_webserver_serves_the_asset_graph_from_workspace_yaml(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.yaml").read_text())
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1",
+         "-p", str(port)], cwd=ROOT, env=_env(home, tmp_path / "data"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def asset_keys():
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": GRAPHQL_QUERY}).encode(),
+            headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                nodes = json.loads(r.read())["data"]["assetNodes"]
+        except (OSError, KeyError, TypeError, ValueError):
+            return None
+        return {"/".join(n["assetKey"]["path"]) for n in nodes} or None
+
+    try:
+        keys = _wait(asset_keys, 90, "the webserver to serve the asset graph", every=1)
+    finally:
+        _stop(server)
+    assert {"raw/crm__orders", "marts/customer_features", "decision_segments"} <= keys
+
+
+# ----------------------------------------------------------------------------- (c)
+PG = {"host": os.environ.get("DS_PG_HOST", "127.0.0.1"),
+      "port": int(os.environ.get("DS_PG_PORT", "5432")),
+      "user": os.environ.get("DS_PG_USER", "postgres"),
+      "password": os.environ.get("DS_PG_PASSWORD", "")}
+
+
+@pytest.fixture
+def pg_database():
+    """A fresh database for one test, dropped afterwards. Without a server: skipped locally,
+    a failure under CI (CI=true), where PostgreSQL is part of the promised setup."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **PG)
+    except psycopg2.OperationalError as e:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PostgreSQL not reachable under CI at {PG['host']}:{PG['port']}: {e}")
+        pytest.skip(f"PostgreSQL not reachable at {PG['host']}:{PG['port']} ({e}); "
+                    "set DS_PG_HOST/DS_PG_PORT/DS_PG_USER/DS_PG_PASSWORD")
+    admin.autocommit = True
+    name = f"ds_test_{uuid.uuid4().hex[:10]}"
+    with admin.cursor() as cur:
+        cur.execute(f'create database "{name}"')
+    try:
+        yield name
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'drop database if exists "{name}" with (force)')
+        admin.close()
+
+
+@pytest.mark.slow
+def test_the_postgres_instance_runs_a_partition_end_to_end(tiny, tmp_path, pg_database):
+    import psycopg2
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.postgres.yaml").read_text())
+    data = _data_dir(tmp_path, tiny)
+    env = _env(home, data, DS_PG_HOST=PG["host"], DS_PG_PORT=str(PG["port"]),
+               DS_PG_USER=PG["user"], DS_PG_PASSWORD=PG["password"], DS_PG_DB=pg_database)
+    # run config as in the backfill tests: less model work, segments small enough for 600
+    run_config = tmp_path / "run.yaml"
+    run_config.write_text(yaml.safe_dump({"ops": {
+        "propensity_models": {"config": {"n_estimators": 60, "num_threads": 1}},
+        "segments": {"config": {"min_segment_size": 50}}}}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "dagster_project.cli", "run", "--date", END.isoformat(),
+         "--config", str(run_config)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    run_id = proc.stdout.split("succeeded (run ")[1].split(")")[0]
+    with psycopg2.connect(dbname=pg_database, **PG) as con, con.cursor() as cur:
+        cur.execute("select pipeline_name, status from runs where run_id = %s", [run_id])
+        assert cur.fetchall() == [("nightly", "SUCCESS")]
+        cur.execute("select count(*) from event_logs where run_id = %s", [run_id])
+        assert cur.fetchone()[0] > 10
+    con.close()
+
+
+def test_cli_exit_codes_are_2_for_usage_errors_and_1_for_a_failed_run(tiny, tmp_path):
+    data = tmp_path / "data"
+    (data / "raw" / "crm").mkdir(parents=True)  # no required files at all -> the run fails
+    env = _env(tmp_path / "nohome", data)
+    env.pop("DAGSTER_HOME")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "dagster_project.cli", *args], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=300,
+                              check=False)
+
+    assert cli("run", "--date", "2025-13-01").returncode == 2
+    assert cli("run", "--date", "2025-06-30", "--end", "2025-06-01").returncode == 2
+    assert cli("run", "--date", "1999-01-01").returncode == 2
+    assert cli("frobnicate").returncode == 2
+    assert cli("run", "--config", str(tmp_path / "missing.yaml")).returncode == 2
+    failed = cli("run", "--date", END.isoformat())
+    assert failed.returncode == 1, failed.stderr[-3000:]
+    assert "FAILED" in failed.stderr and "partition 2025-06-30 failed" in failed.stderr
