@@ -1,25 +1,23 @@
--- Identity stitching: each anonymous (device) id is linked to the customer who logged in on it
--- most often (ties: earliest login, then lowest id). linked_landed_date is the landing date of
--- the first login event for that pair, so a cutoff before it cannot see the link (no leakage).
+-- Identity stitching: each anonymous (device) id is linked to the customer of its FIRST login
+-- (earliest landed login event; ties: earliest event time, then lowest customer id), from the
+-- landing date of that login on. First login wins for good: data landing later can add logins
+-- but never moves an existing link, so a cutoff sees the same link whenever it is computed.
 with logins as (
     select
         anonymous_id,
         customer_id,
-        count(*) as n_events,
-        min(event_at) as first_login_at,
-        min(landed_date) as linked_landed_date
+        landed_date,
+        event_at
     from {{ ref('stg_web__events') }}
     where customer_id is not null
-    group by anonymous_id, customer_id
 )
 
 select
     anonymous_id,
     customer_id,
-    n_events,
-    first_login_at,
-    linked_landed_date
+    landed_date as linked_landed_date,
+    event_at as first_login_at
 from logins
 qualify row_number() over (
-    partition by anonymous_id order by n_events desc, first_login_at, customer_id
+    partition by anonymous_id order by landed_date, event_at, customer_id
 ) = 1

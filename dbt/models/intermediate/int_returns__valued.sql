@@ -1,19 +1,22 @@
 -- Returns valued in the reporting currency. Repair rule: a refund larger than the value of the
--- returned SKU's line(s) in that order is capped at that value (refund_was_capped = true).
--- Cost recovered: returned goods are restocked at var('returned_goods_recovery_rate') of unit cost.
+-- returned SKU's line(s) in that order is capped at that value (refund_was_capped = true); the
+-- line value is taken from the lines that had landed when the return landed, so a later file
+-- cannot change it. Cost recovered: returned goods are restocked at
+-- var('returned_goods_recovery_rate') of unit cost.
 with returns as (
     select * from {{ ref('stg_returns__returns') }}
 ),
 
 line_values as (
     select
-        order_id,
-        sku,
-        sum(quantity * unit_price) as line_value,
-        sum(quantity) as line_units,
-        sum(quantity * unit_cost) / nullif(sum(quantity), 0) as unit_cost
-    from {{ ref('stg_crm__order_lines') }}
-    group by order_id, sku
+        r.return_id,
+        sum(l.quantity * l.unit_price) as line_value,
+        sum(l.quantity) as line_units,
+        sum(l.quantity * l.unit_cost) / nullif(sum(l.quantity), 0) as unit_cost
+    from returns as r
+    inner join {{ ref('stg_crm__order_lines') }} as l
+        on l.order_id = r.order_id and l.sku = r.sku and l.landed_date <= r.landed_date
+    group by r.return_id
 ),
 
 orders as (
@@ -44,5 +47,5 @@ select
         * {{ var('returned_goods_recovery_rate') }} * o.fx_rate
     )::decimal(18, 4) as cost_recovered_rc
 from returns as r
-left join line_values as lv on lv.order_id = r.order_id and lv.sku = r.sku
+left join line_values as lv on lv.return_id = r.return_id
 left join orders as o on o.order_id = r.order_id

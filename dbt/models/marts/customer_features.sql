@@ -43,6 +43,27 @@ orders_at as (
     where not o.fx_missing
 ),
 
+lines_at as (
+    -- the lines of visible orders that had landed by the cutoff (a late line counts from
+    -- the day it lands, never before)
+    select o.cutoff_date, o.customer_id, o.order_id, o.age_days, l.category, l.quantity,
+           l.line_value_rc, l.cogs_rc
+    from orders_at as o
+    inner join {{ ref('int_order_lines__valued') }} as l
+        on l.order_id = o.order_id and l.landed_date <= o.cutoff_date
+),
+
+order_lines_at as (
+    select
+        cutoff_date,
+        order_id,
+        sum(quantity) as units,
+        sum(cogs_rc) as cogs_rc,
+        arg_max(category, (line_value_rc, category)) as main_category
+    from lines_at
+    group by all
+),
+
 order_seq as (
     select
         cutoff_date,
@@ -97,19 +118,21 @@ order_stats as (
         count(*) filter (where is_discounted and age_days < 365) as coupon_orders_365d,
         sum((not is_paid_touch)::int) / count(*) as unpaid_order_share,
         count(*) filter (where is_paid_touch and age_days < 365) as paid_orders_365d,
-        coalesce(sum(units) filter (where age_days < 365), 0) as units_365d,
+        coalesce(sum(ol.units) filter (where age_days < 365), 0) as units_365d,
         coalesce(sum(gross_rc) filter (where age_days < 365), 0) as gross_365d,
-        coalesce(sum(contribution_before_returns_rc) filter (where age_days < 365), 0)
-            as contribution_before_returns_365d,
+        coalesce(sum(
+            net_revenue_rc + shipping_fee_rc - shipping_cost_rc - coalesce(ol.cogs_rc, 0)
+        ) filter (where age_days < 365), 0) as contribution_before_returns_365d,
         min(order_date) as first_order_date
     from orders_at
+    left join order_lines_at as ol using (cutoff_date, order_id)
     group by all
 ),
 
 category_spend as (
-    select cutoff_date, customer_id, main_category, sum(net_revenue_rc) as spend
-    from orders_at
-    where main_category is not null
+    select o.cutoff_date, o.customer_id, ol.main_category, sum(o.net_revenue_rc) as spend
+    from orders_at as o
+    inner join order_lines_at as ol using (cutoff_date, order_id)
     group by all
 ),
 
@@ -122,8 +145,8 @@ category_stats as (
         any_value(b.category_count) as category_count
     from category_spend as cs
     inner join (
-        select cutoff_date, customer_id, count(distinct cat) as category_count
-        from (select cutoff_date, customer_id, unnest(categories) as cat from orders_at)
+        select cutoff_date, customer_id, count(distinct category) as category_count
+        from lines_at
         group by all
     ) as b using (cutoff_date, customer_id)
     group by all

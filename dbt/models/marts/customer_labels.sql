@@ -31,12 +31,24 @@ orders_known as (
     where visible_from <= {{ as_of_date() }} and order_date <= {{ as_of_date() }} and not fx_missing
 ),
 
+lines_known as (
+    select order_id, category, landed_date
+    from {{ ref('int_order_lines__valued') }}
+    where landed_date <= {{ as_of_date() }}
+),
+
 prior_categories as (
-    select c.cutoff_date, o.customer_id, flatten(list(o.categories)) as cats
+    -- categories bought by the cutoff, from the lines visible at the cutoff
+    select c.cutoff_date, o.customer_id, list(distinct l.category) as cats
     from cutoffs as c
     inner join orders_known as o
         on o.visible_from <= c.cutoff_date and o.order_date <= c.cutoff_date
+    inner join lines_known as l on l.order_id = o.order_id and l.landed_date <= c.cutoff_date
     group by all
+),
+
+order_categories as (
+    select order_id, list(distinct category) as categories from lines_known group by all
 ),
 
 returned_orders as (
@@ -53,7 +65,7 @@ future as (
         o.ordered_at,
         o.order_date - b.cutoff_date as days_after,
         o.is_discounted,
-        not list_has_all(coalesce(p.cats, []), o.categories) as has_new_category,
+        not list_has_all(coalesce(p.cats, []), coalesce(oc.categories, [])) as has_new_category,
         exists (
             select 1 from returned_orders as ro
             where ro.order_id = o.order_id and ro.return_date <= b.cutoff_date + 60
@@ -65,6 +77,7 @@ future as (
         and o.order_date <= b.cutoff_date + 90
     left join prior_categories as p
         on p.cutoff_date = b.cutoff_date and p.customer_id = b.customer_id
+    left join order_categories as oc on oc.order_id = o.order_id
 ),
 
 outcomes as (
