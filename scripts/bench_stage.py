@@ -54,7 +54,10 @@ def main() -> None:
                                         instance=dg.DagsterInstance.ephemeral())
         seconds = time.perf_counter() - t0
         if not result.success:
-            print(json.dumps({"stage": arg, "error": "run failed"}))
+            errors = [f"{e.step_key}: {e.event_specific_data.error.message[-500:]}"
+                      for e in result.all_events
+                      if e.is_step_failure and e.event_specific_data.error]
+            print(json.dumps({"stage": arg, "error": "run failed", "errors": errors}))
             sys.exit(1)
     else:
         raise SystemExit(f"unknown stage kind {kind}")

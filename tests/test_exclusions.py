@@ -29,7 +29,7 @@ def constructed_frame(n_background: int = 4000, n_planted: int = 150, seed: int 
     margin = revenue * rng.normal(0.3, 0.12, n)
     # planted destroyers lose materially (more than a typical repeat buyer earns)
     margin = np.where(mar, -revenue * rng.uniform(0.5, 1.2, n), margin)
-    unpaid = np.where(org, rng.uniform(0.9, 1.0, n), rng.beta(2, 3, n))
+    unpaid = np.where(org, 1.0, rng.beta(2, 3, n))  # planted: no order ever had a paid touch
     return_rate = np.where(mar, rng.uniform(0.6, 0.95, n), rng.beta(1, 9, n))
     impressions = np.where(rng.random(n) < 0.6, rng.poisson(8, n), 0)
     impressions = np.where(cre, rng.integers(40, 150, n), impressions)
