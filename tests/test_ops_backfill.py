@@ -164,11 +164,11 @@ def test_seven_nightly_runs_and_a_reverse_order_backfill_produce_identical_rows(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "the segments gate's day-over-day size-change check compares with the last day published "
-    "*before* D, so in a newest-first backfill it has nothing to compare with and passes days "
-    "the nightly order refuses (defs/quality/checks.py, lib/publish.previous_sizes)"))
 def test_the_same_days_are_published_whatever_the_run_order(two_warehouses):
+    # Caveat: the segments gate's day-over-day size check compares with the last day
+    # published *before* D; in a newest-first backfill into an empty warehouse there is none,
+    # so a day the nightly order refused could pass. On this dataset both orders publish the
+    # same days; the test would show it if they did not.
     nightly = _final(two_warehouses["nightly"])
     backfill = _final(two_warehouses["backfill"])
     assert _published_days(backfill) == _published_days(nightly)
@@ -192,7 +192,14 @@ def test_old_day_backfilled_after_later_days_uses_no_future_data(two_warehouses)
     backfilled = _final(two_warehouses["backfill"])
     assert backfilled["marts.customer_features"][oldest] == \
         first_nightly["hashes"]["marts.customer_features"][oldest]
-    assert _by_day(backfilled, oldest) == _by_day(first_nightly["hashes"], oldest)
+
+    def partition_tables(hashes):
+        # published.<name> views follow the newest day published, so they are not a
+        # partition's rows; their *_history tables are
+        return {t: v for t, v in _by_day(hashes, oldest).items()
+                if not t.startswith("published.") or t.endswith("_history")}
+
+    assert partition_tables(backfilled) == partition_tables(first_nightly["hashes"])
 
 
 @pytest.mark.slow
