@@ -115,6 +115,15 @@ def failure_report(result) -> list[str]:
     return lines
 
 
+def _quiet(run_config: dict | None) -> dict:
+    """Console logs at INFO unless the run config says otherwise (DEBUG prints every step
+    event; the full log is in the instance and the UI). DS_LOG_LEVEL overrides."""
+    config = dict(run_config or {})
+    level = os.environ.get("DS_LOG_LEVEL", "INFO")
+    config.setdefault("loggers", {"console": {"config": {"log_level": level}}})
+    return config
+
+
 def run(dates: list[str], run_config: dict | None = None) -> int:
     import dagster as dg
 
@@ -127,7 +136,7 @@ def run(dates: list[str], run_config: dict | None = None) -> int:
     for d in dates:
         print(f"== nightly partition {d}", flush=True)
         result = job.execute_in_process(partition_key=d, instance=instance,
-                                        run_config=run_config, raise_on_error=False)
+                                        run_config=_quiet(run_config), raise_on_error=False)
         if not result.success:
             for line in failure_report(result):
                 print(line, file=sys.stderr)
