@@ -43,5 +43,9 @@ def reports_dir() -> Path:
     return data_dir() / "reports"
 
 
+def duckdb_memory_limit() -> str:
+    return os.environ.get("DS_DUCKDB_MEMORY_LIMIT", "3GB")
+
+
 def partition_start() -> str:
     return os.environ.get("DS_PARTITION_START", "2025-01-01")

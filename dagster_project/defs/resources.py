@@ -63,7 +63,11 @@ def dbt_executable() -> str:
 def resources() -> dg.Definitions:
     return dg.Definitions(
         resources={
-            "duckdb": DuckDBResource(database=str(settings.duckdb_path())),
+            "duckdb": DuckDBResource(
+                database=str(settings.duckdb_path()),
+                # the same cap as dbt's profile: spill to disk rather than take 80% of RAM
+                connection_config={"memory_limit": settings.duckdb_memory_limit()},
+            ),
             "dbt": DbtCliResource(
                 project_dir=dbt_project,
                 profiles_dir=str(settings.DBT_DIR),
