@@ -114,7 +114,8 @@ def pandas_peer(raw: Path) -> float:
     return time.perf_counter() - t0
 
 
-def bench_scale(customers: int, days: int, out: Path, peer_limit: int) -> dict:
+def bench_scale(customers: int, days: int, out: Path, peer_limit: int,
+                only: list[str] | None = None) -> dict:
     folder = out / f"{customers}"
     folder.mkdir(parents=True, exist_ok=True)
     db = folder / "warehouse.duckdb"
@@ -129,7 +130,8 @@ def bench_scale(customers: int, days: int, out: Path, peer_limit: int) -> dict:
     from dagster_project.definitions import defs
 
     job = defs().resolve_job_def("nightly")
-    nodes = [n.name for n in job.graph.nodes_in_topological_order]
+    nodes = [n.name for n in job.graph.nodes_in_topological_order
+             if not only or n.name in only]
     t_total = time.perf_counter()
     for node in nodes:
         print(f"  {customers:>9,} customers: {node} ...", flush=True)
@@ -187,8 +189,9 @@ def main() -> None:
     p.add_argument("--days", type=int, default=365)
     p.add_argument("--out", type=Path, default=ROOT / "data" / "bench")
     p.add_argument("--peer-limit", type=int, default=100_000)
+    p.add_argument("--nodes", nargs="*", help="only these nodes of the nightly job")
     a = p.parse_args()
-    results = [bench_scale(n, a.days, a.out, a.peer_limit) for n in a.customers]
+    results = [bench_scale(n, a.days, a.out, a.peer_limit, a.nodes) for n in a.customers]
     a.out.mkdir(parents=True, exist_ok=True)
     payload = {"cores": os.cpu_count(), "machine": platform.machine(), "results": results}
     (a.out / "report.json").write_text(json.dumps(payload, indent=2))
