@@ -108,3 +108,23 @@ def test_models_are_saved_with_metadata_and_rescore_without_retraining(nightly_r
     rescored = pm.score(model, feats)
     np.testing.assert_array_equal(rescored["score"].to_numpy(),
                                   stored["churn_90d_score"].to_numpy())
+
+
+def test_dbt_unit_tests_on_label_windows_and_feature_windows_pass(nightly_run):
+    """dbt unit_tests (dbt/models/marts/_unit_tests.yml): label window edges and two
+    features' windows, run against the nightly warehouse (they need its relations' types)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dagster_project import settings
+
+    exe = Path(sys.executable).parent / "dbt"
+    proc = subprocess.run(
+        [str(exe), "test", "--project-dir", str(settings.DBT_DIR), "--profiles-dir",
+         str(settings.DBT_DIR), "--select", "test_type:unit"],
+        env={**os.environ, "DS_DUCKDB_PATH": str(nightly_run["db"])},
+        capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "PASS=2" in proc.stdout
