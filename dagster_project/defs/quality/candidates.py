@@ -5,6 +5,7 @@ import datetime as dt
 
 import pandas as pd
 
+from dagster_project.defs.metadata import md_table  # noqa: F401  (used by quality/publish)
 from dagster_project.defs.resources import warehouse  # noqa: F401  (used by quality/publish)
 from dagster_project.lib import activation as act
 from dagster_project.lib import measurement
@@ -107,9 +108,3 @@ REQUIRED_SUITES = {
     AUDIENCES_NAME: ("audiences", RAW_SUITE),
 }
 
-
-def md_table(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + " --- |" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)

@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
+from dagster_project.defs.metadata import md_table
 from dagster_project.defs.resources import warehouse
 from dagster_project.defs.partitions import DUCKDB_POOL, daily_partitions, one_run_per_partition
 from dagster_project.lib import drivers as drv
@@ -46,12 +47,6 @@ def sources_present(con, as_of: dt.date) -> dict[str, bool]:
         "support": bool(status.get("crm__support_tickets")),
     }
 
-
-def _md_table(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + " --- |" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 class SegmentsConfig(dg.Config):
@@ -119,7 +114,7 @@ def segments(context: dg.AssetExecutionContext, config: SegmentsConfig, duckdb: 
         replace_partition(con, "segmentation.segment_driver_matrix", long, as_of)
 
     sizes = table["primary_segment"].value_counts().sort_index()
-    size_md = _md_table(pd.DataFrame({
+    size_md = md_table(pd.DataFrame({
         "segment": sizes.index, "customers": sizes.to_numpy(),
         "share": (sizes.to_numpy() / len(table)).round(3),
         "activatable": [int(table.loc[table.primary_segment == s, "activation_eligible"].sum())
@@ -148,7 +143,7 @@ def segments(context: dg.AssetExecutionContext, config: SegmentsConfig, duckdb: 
         "driver_sizes": dg.MetadataValue.json(
             json.loads(json.dumps(drivers.metrics.get("driver_sizes", {}), default=str))),
         "all_unknown_reason": drivers.reason or "",
-        "segment_x_driver": dg.MetadataValue.md(_md_table(matrix.reset_index())),
+        "segment_x_driver": dg.MetadataValue.md(md_table(matrix.reset_index())),
     })
     yield dg.MaterializeResult(asset_key="exclusion_audiences", metadata={
         "sizes": dg.MetadataValue.json(json.loads(json.dumps(excl.sizes, default=str))),
