@@ -650,7 +650,8 @@ class Generator:
         s = seg[idx]
         hold = self.holdout[s, idx]
         self.last_act[idx] = day
-        eff = W.SEGMENT_EFFECTS[s]
+        # organic inevitables buy anyway: activating them plants no effect (world.py)
+        eff = np.where(c.organic_inevitable[idx], 0.0, W.SEGMENT_EFFECTS[s])
 
         # truth: cumulative hazard over the window without / with the effect (clicks decay as
         # in truth_at); a member converts with probability alive * (1 - exp(-H))
@@ -788,7 +789,8 @@ class Generator:
             p_c = (st[:, 3] + st[:, 5]) / n_all
         pq.write_table(pa.table({
             "segment": list(W.ACTIVATION_SEGMENTS),
-            "true_relative_lift": W.SEGMENT_EFFECTS,  # planted: hazard x (1 + lift)
+            # planted: hazard x (1 + lift), for every member but the organic inevitables (0)
+            "true_relative_lift": W.SEGMENT_EFFECTS,
             "effect_days": np.full(len(W.ACTIVATION_SEGMENTS), W.ACTIVATION_EFFECT_DAYS),
             "channels": [",".join(ch) for ch in W.SEGMENT_CHANNELS],
             "activations_treated": cnt[:, 0], "activations_holdout": cnt[:, 1],

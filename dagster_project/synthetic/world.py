@@ -275,7 +275,8 @@ def draw_calendar(rng: np.random.Generator, first_day: int, n_days: int):
 # segment audiences, keeping a hash-based holdout out of each. PLANTED TRUE EFFECT: a treated
 # customer's purchase hazard is multiplied by (1 + effect) on the ACTIVATION_EFFECT_DAYS days
 # after the activation day. One segment has no effect (activating the lookalike seed list
-# itself changes nothing), so a measurement that always finds a lift is caught.
+# itself changes nothing), so a measurement that always finds a lift is caught. Planted
+# organic inevitables get no effect in any segment (they buy anyway; ads do nothing).
 ACTIVATION_SEGMENTS = ("likely_to_churn", "ready_to_repeat", "high_intent_low_trust",
                        "deal_triggered", "high_ltv_lookalike_seed")  # priority order
 SEGMENT_EFFECTS = np.array([0.60, 0.30, 0.50, 0.40, 0.0])
