@@ -90,9 +90,8 @@ def world(tmp_path_factory):
 def test_estimated_incrementality_has_the_planted_sign_and_its_interval_covers_the_truth(world):
     con, truth = world["con"], world["truth"]
     params = {"as_of": END, "window_days": 30}
-    log = con.execute(M.ACTIVATION_MEMBERS_SQL, {"as_of": END}).df()
-    outcomes = con.execute(M.ACTIVATION_OUTCOMES_SQL, params).df()
-    est = M.incrementality(log, outcomes, window_days=30, as_of=END).set_index("segment")
+    members = con.execute(M.with_outcomes_sql(M.activation_log_sql([M.SOURCE_LOG])), params).df()
+    est = M.incrementality(members, window_days=30, as_of=END).set_index("segment")
     planted = pd.read_parquet(truth / "segment_effects.parquet").set_index("segment")
     est = est.reindex(planted.index)
     print(pd.concat([est[["n_treated", "n_holdout", "conversion_diff", "conversion_diff_lo",

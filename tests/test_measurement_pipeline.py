@@ -49,8 +49,18 @@ def test_every_measurement_table_has_rows_for_the_partition(run):
 
 def test_incrementality_has_an_estimate_with_its_interval_or_says_why_not(run):
     inc = _q(run, "select * from measurement.incrementality where as_of_date = ?", [END])
-    log_segments = set(_q(run, "select distinct segment from staging.stg_marketing__activation_log").segment)
+    # the log: the generator's source log united with the night's own published audiences
+    log_segments = set(_q(run, """
+        select distinct segment from staging.stg_marketing__activation_log
+        union select distinct audience from published.audiences_history
+        where audience_kind = 'activation'""").segment)
     assert set(inc.segment) == log_segments
+    source = inc.activation_log_source.unique().item()
+    assert re.fullmatch(rf"{M.PUBLISHED_LOG} \([\d,]+ rows\) \+ {M.SOURCE_LOG} \([\d,]+ rows\)", source)
+    meta = run["instance"].get_latest_materialization_event(
+        dg.AssetKey("segment_incrementality")).asset_materialization.metadata
+    rows = meta["activation_log_rows"].value
+    assert set(rows) == {M.PUBLISHED_LOG, M.SOURCE_LOG} and all(n > 0 for n in rows.values())
     ok = inc[inc.status == "ok"]
     assert len(ok) >= 1
     assert ((ok.conversion_diff_lo <= ok.conversion_diff) & (ok.conversion_diff <= ok.conversion_diff_hi)).all()

@@ -3,8 +3,9 @@ fatigue, segment migration and the 30-day forecast.
 
 Pure functions over small pandas frames; no Dagster import. The heavy lifting (one row per
 activation with its outcomes, daily spend and attributed orders per channel, exposures per
-frequency bucket) is done in DuckDB by the SQL constants at the bottom of this module, which
-the measurement asset runs with bound parameters.
+frequency bucket) is done in DuckDB by the SQL at the bottom of this module, run with bound
+parameters by the measurement assets. The activation log is the union of the pipeline's
+published audience history and the brand's source log (``activation_log_sql``).
 """
 
 from __future__ import annotations
@@ -79,15 +80,23 @@ def _diff_ci(t: tuple[float, float, int], h: tuple[float, float, int], df_based:
     return d, d - q * se, d + q * se
 
 
+INCREMENTALITY_COLUMNS = [
+    "segment", "status", "n_treated", "n_holdout", "n_incomplete", "window_days",
+    "conversion_treated", "conversion_holdout", "conversion_diff", "conversion_diff_lo",
+    "conversion_diff_hi", "relative_lift", "relative_lift_lo", "relative_lift_hi",
+    "revenue_per_member_treated", "revenue_per_member_holdout", "revenue_diff",
+    "revenue_diff_lo", "revenue_diff_hi", "significant", "incremental_orders"]
+
+
 def incrementality(log: pd.DataFrame, outcomes: pd.DataFrame | None = None, window_days: int = 30,
                    min_per_group: int = 50, as_of=None, first_activation_only: bool = True) -> pd.DataFrame:
     """Treated vs holdout per segment, over activations whose window has ended by ``as_of``.
 
     ``log``: one row per activated member (activation_date, customer_id, segment, test_group
-    in {treated, holdout}), e.g. from ``ACTIVATION_MEMBERS_SQL``. ``outcomes``: one row per
+    in {treated, holdout}), e.g. from ``activation_log_sql``. ``outcomes``: one row per
     member with ``orders`` and ``revenue`` in the window (activation_date, activation_date +
-    window_days], e.g. from ``ACTIVATION_OUTCOMES_SQL``; members without a row bought nothing.
-    Without ``outcomes`` the columns must already be in ``log``.
+    window_days]; members without a row bought nothing. Without ``outcomes`` the columns must
+    already be in ``log`` (e.g. from ``with_outcomes_sql``, as ``measure_incrementality`` does).
 
     A member converts when orders >= 1. Per segment: conversion rate and revenue per member
     for both groups; difference with a 95% normal-approximation interval (difference of two
@@ -160,12 +169,7 @@ def incrementality(log: pd.DataFrame, outcomes: pd.DataFrame | None = None, wind
             "significant": bool(lo > 0 or hi < 0),
             "incremental_orders": float((t["orders"].mean() - h["orders"].mean()) * len(t)),
         })
-    cols = ["segment", "status", "n_treated", "n_holdout", "n_incomplete", "window_days",
-            "conversion_treated", "conversion_holdout", "conversion_diff", "conversion_diff_lo",
-            "conversion_diff_hi", "relative_lift", "relative_lift_lo", "relative_lift_hi",
-            "revenue_per_member_treated", "revenue_per_member_holdout", "revenue_diff",
-            "revenue_diff_lo", "revenue_diff_hi", "significant", "incremental_orders"]
-    return pd.DataFrame(rows).reindex(columns=cols)
+    return pd.DataFrame(rows).reindex(columns=INCREMENTALITY_COLUMNS)
 
 
 # --------------------------------------------------------------------------- response curves
@@ -475,33 +479,96 @@ def forecast(scores_frame: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame
 
 # --------------------------------------------------------------------------- SQL for the asset
 # Set-based in DuckDB, bound parameters only ($as_of DATE, $window_days INTEGER,
-# $days INTEGER). Schemas are those of the dbt project (staging, intermediate).
+# $days INTEGER). Schemas are those of the dbt project (staging, intermediate) and the
+# published schema of the publish step.
 
-# one row per activated member: (activation_date, customer_id, segment, test_group); a member
-# listed in both groups (bad input) gets test_group 'conflict' and is left out of the estimate
-ACTIVATION_MEMBERS_SQL = """
-select
-    activation_date,
-    customer_id,
-    segment,
-    case when count(distinct test_group) > 1 then 'conflict' else min(test_group) end as test_group
-from staging.stg_marketing__activation_log
-where activation_date <= $as_of
-group by activation_date, customer_id, segment
-"""
+# The activation log (customer, date, segment, treated or held out) comes from two places:
+# the pipeline's own published audience history (each night's activation audiences with their
+# hash-based holdout; the audience names are the segment names) and the brand's source log
+# (staging.stg_marketing__activation_log; the generator writes one for the past). Either may
+# be missing. Where both have the same (activation_date, customer_id, segment) the source row
+# wins: it records what was actually sent.
+PUBLISHED_LOG = "published.audiences_history"
+SOURCE_LOG = "staging.stg_marketing__activation_log"
+ACTIVATION_LOG_SOURCES = (PUBLISHED_LOG, SOURCE_LOG)
+NO_LOG = "no activation log yet"
 
-# per member: orders and net revenue (reporting currency) in (activation_date,
-# activation_date + window_days], counting only orders visible by as_of (point in time)
-ACTIVATION_OUTCOMES_SQL = """
-with members as (
-    select distinct activation_date, customer_id, segment
+# one row per (activation_date, customer_id, segment) and source, up to $as_of (the source log:
+# only rows landed by then); a member listed in both groups (bad input) gets test_group
+# 'conflict' and is left out of every estimate
+_LOG_SELECT = {
+    SOURCE_LOG: """
+    select
+        activation_date,
+        customer_id,
+        segment,
+        case when count(distinct test_group) > 1 then 'conflict' else min(test_group) end as test_group
     from staging.stg_marketing__activation_log
-    where activation_date <= $as_of
+    where activation_date <= $as_of and landed_date <= $as_of
+    group by activation_date, customer_id, segment""",
+    PUBLISHED_LOG: """
+    select
+        as_of_date as activation_date,
+        customer_id,
+        audience as segment,
+        case when count(distinct coalesce(holdout, false)) > 1 then 'conflict'
+             when bool_or(coalesce(holdout, false)) then 'holdout' else 'treated' end as test_group
+    from published.audiences_history
+    where audience_kind = 'activation' and as_of_date <= $as_of
+    group by as_of_date, customer_id, audience""",
+}
+_LOG_CTE = {SOURCE_LOG: "source_log", PUBLISHED_LOG: "published_log"}
+_LOG_COUNT_SQL = {
+    SOURCE_LOG: "select count(*) from staging.stg_marketing__activation_log "
+                "where activation_date <= $as_of and landed_date <= $as_of",
+    PUBLISHED_LOG: "select count(*) from published.audiences_history "
+                   "where audience_kind = 'activation' and as_of_date <= $as_of",
+}
+
+
+def activation_log_sql(sources: Iterable[str]) -> str:
+    """SQL of the activation log over the given ``sources`` (a non-empty subset of
+    ``ACTIVATION_LOG_SOURCES``): one row per (activation_date, customer_id, segment) with
+    test_group (treated, holdout or conflict) and log_source (the relation the row came from).
+    A key in both relations is taken from the source log only. Parameter: $as_of."""
+    chosen = set(sources)
+    if unknown := chosen - set(ACTIVATION_LOG_SOURCES):
+        raise ValueError(f"unknown activation log source(s): {sorted(unknown)}")
+    if not chosen:
+        raise ValueError(f"no activation log source: {NO_LOG}")
+    ordered = [s for s in (SOURCE_LOG, PUBLISHED_LOG) if s in chosen]
+    ctes = ",\n".join(f"{_LOG_CTE[s]} as ({_LOG_SELECT[s]}\n)" for s in ordered)
+    parts = [f"select *, '{s}' as log_source from {_LOG_CTE[s]}" for s in ordered]
+    if len(ordered) == 2:  # the published row only where the source log has none
+        parts[1] = (f"select p.*, '{PUBLISHED_LOG}' as log_source from published_log as p\n"
+                    "anti join source_log as s using (activation_date, customer_id, segment)")
+    return f"with {ctes}\n" + "\nunion all\n".join(parts)
+
+
+def activation_log_sources(con, as_of) -> dict[str, int]:
+    """Rows up to ``as_of`` per activation log relation that exists and has any (the raw row
+    counts, before deduplication); an empty dict when there is no activation log yet."""
+    out = {}
+    for source in ACTIVATION_LOG_SOURCES:
+        schema, name = source.split(".")
+        exists = con.execute(
+            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+            [schema, name]).fetchone()[0] > 0
+        if exists and (n := con.execute(_LOG_COUNT_SQL[source], {"as_of": as_of}).fetchone()[0]):
+            out[source] = int(n)
+    return out
+
+
+def with_outcomes_sql(members_sql: str) -> str:
+    """Each member row of ``members_sql`` (activation_date, customer_id, segment, ...) with
+    ``orders`` and ``revenue``: orders and net revenue (reporting currency) in (activation_date,
+    activation_date + window_days], counting only orders visible by as_of (point in time).
+    Parameters: $as_of, $window_days (plus those of ``members_sql``)."""
+    return f"""
+with members as ({members_sql}
 )
 select
-    m.activation_date,
-    m.customer_id,
-    m.segment,
+    m.*,
     count(o.order_id) as orders,
     coalesce(sum(o.net_revenue_rc), 0)::double as revenue
 from members as m
@@ -511,8 +578,34 @@ left join intermediate.int_orders__economics as o
     and o.order_date <= m.activation_date + $window_days::integer
     and o.order_date <= $as_of
     and o.visible_from <= $as_of
-group by m.activation_date, m.customer_id, m.segment
+group by all
 """
+
+
+def measure_incrementality(con, as_of, *, window_days: int = 30, min_per_group: int = 50,
+                           segments: Iterable[str] = ()) -> tuple[pd.DataFrame, dict[str, int]]:
+    """``incrementality`` per segment over the activation log of every source present by
+    ``as_of``, and the rows each source contributed to the log (after a source-log row has
+    replaced the published row of the same key). With no log at all: one row per segment of
+    ``segments`` with status NO_LOG, and an empty dict."""
+    sources = activation_log_sources(con, as_of)
+    if not sources:
+        inc = pd.DataFrame({"segment": list(segments), "status": NO_LOG, "n_treated": 0,
+                            "n_holdout": 0, "n_incomplete": 0, "window_days": window_days})
+        return inc.reindex(columns=INCREMENTALITY_COLUMNS), {}
+    members = con.execute(with_outcomes_sql(activation_log_sql(sources)),
+                          {"as_of": as_of, "window_days": window_days}).df()
+    contributed = {s: int((members["log_source"] == s).sum()) for s in ACTIVATION_LOG_SOURCES
+                   if s in sources}
+    inc = incrementality(members, window_days=window_days, min_per_group=min_per_group,
+                         as_of=as_of)
+    return inc, contributed
+
+
+def describe_sources(contributed: Mapping[str, int]) -> str:
+    """'published.audiences_history (120 rows) + staging...' or 'none'."""
+    return " + ".join(f"{s} ({n:,} rows)" for s, n in contributed.items()) or "none"
+
 
 # paid web purchases are attributed to the ad channel by utm_source (utm_medium alone cannot
 # tell meta from tiktok: both are paid_social)

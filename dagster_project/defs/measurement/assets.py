@@ -28,15 +28,12 @@ from dagster_project.lib import report as rpt
 from dagster_project.lib.segments import SEGMENTS
 from dagster_project.lib.warehouse import replace_partition
 
-NO_LOG = "no activation log yet"
 NO_EARLIER = "no earlier partition"
 
 INC_FLOATS = ["conversion_treated", "conversion_holdout", "conversion_diff", "conversion_diff_lo",
               "conversion_diff_hi", "relative_lift", "relative_lift_lo", "relative_lift_hi",
               "revenue_per_member_treated", "revenue_per_member_holdout", "revenue_diff",
               "revenue_diff_lo", "revenue_diff_hi", "incremental_orders"]
-INC_COLUMNS = ["segment", "status", "n_treated", "n_holdout", "n_incomplete", "window_days",
-               *INC_FLOATS, "significant"]
 ROI_COLUMNS = ["channel", "segment", "status", "kind", "r2", "n_days", "spend_cv",
                "current_spend", "spend_min", "spend_max", "value_per_outcome",
                "outcome_at_current", "marginal_outcome", "marginal_roi", "average_roi",
@@ -106,24 +103,17 @@ def published_holdout_share(con, as_of: dt.date) -> pd.DataFrame:
 )
 def segment_incrementality(context: dg.AssetExecutionContext, config: MeasurementConfig,
                            duckdb: DuckDBResource):
-    """Treated vs holdout conversion and revenue per segment, with 95% intervals and n."""
+    """Treated vs holdout conversion and revenue per segment, with 95% intervals and n.
+
+    The activation log is the pipeline's own published audience history (activation audiences
+    with their holdout flag) united with the brand's source log when it has one; on the same
+    (date, customer, segment) the source log row wins (lib.measurement.activation_log_sql)."""
     as_of = _as_of(context)
     with warehouse(duckdb) as con:
-        has_log = _relation_exists(con, "staging", "stg_marketing__activation_log") and con.execute(
-            "select count(*) from staging.stg_marketing__activation_log where activation_date <= ?",
-            [as_of]).fetchone()[0] > 0
-        if has_log:
-            log = con.execute(M.ACTIVATION_MEMBERS_SQL, {"as_of": as_of}).df()
-            outcomes = con.execute(M.ACTIVATION_OUTCOMES_SQL,
-                                   {"as_of": as_of, "window_days": config.window_days}).df()
-            inc = M.incrementality(log, outcomes, window_days=config.window_days,
-                                   min_per_group=config.min_per_group, as_of=as_of)
-            source = "staging.stg_marketing__activation_log"
-        else:
-            inc = pd.DataFrame({"segment": list(SEGMENTS), "status": NO_LOG, "n_treated": 0,
-                                "n_holdout": 0, "n_incomplete": 0,
-                                "window_days": config.window_days}).reindex(columns=INC_COLUMNS)
-            source = "none"
+        inc, contributed = M.measure_incrementality(
+            con, as_of, window_days=config.window_days, min_per_group=config.min_per_group,
+            segments=SEGMENTS)
+        source = M.describe_sources(contributed)
         inc = inc.astype({c: float for c in INC_FLOATS}).astype({"significant": "boolean"})
         table = inc.copy()
         table.insert(0, "as_of_date", as_of)
@@ -134,7 +124,8 @@ def segment_incrementality(context: dg.AssetExecutionContext, config: Measuremen
     charts = rpt.markdown_charts({"incrementality": inc})
     return dg.MaterializeResult(metadata={
         "rows": n,
-        "activation_log": source if has_log else NO_LOG,
+        "activation_log": source if contributed else M.NO_LOG,
+        "activation_log_rows": _json(contributed),
         "incrementality": dg.MetadataValue.md(charts["incrementality"]),
         "segments_measured": int((inc["status"] == "ok").sum()),
         "segments_not_enough_data": _json(
