@@ -1,11 +1,13 @@
 """The activation log that incrementality reads (the published audience history united with
-the source log, the source winning on the same key), on a small hand-built DuckDB warehouse."""
+the source log, the source winning on the same key) and the organic inevitables' holdout
+evidence, on a small hand-built DuckDB warehouse."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -143,5 +145,77 @@ def test_without_any_log_every_segment_says_there_is_none_yet(tmp_path):
         assert contributed == {} and M.describe_sources(contributed) == "none", case
         assert list(inc["segment"]) == segments and (inc["status"] == M.NO_LOG).all(), case
         assert list(inc.columns) == M.INCREMENTALITY_COLUMNS
+        assert M.organic_inevitable_evidence(con, D, min_orders_365d=3, min_unpaid_share=1.0) is None
     with pytest.raises(ValueError):
         M.activation_log_sql([])
+
+
+# --------------------------------------------------------------------------- organic evidence
+def _history(customer: str, day: dt.date, n: int, paid: int = 0, visible_late: int = 0):
+    """``n`` orders in the 300 days before ``day`` (the first ``paid`` with a paid touch, the
+    last ``visible_late`` landing only after ``day``)."""
+    rows = []
+    for i in range(n):
+        d = day - dt.timedelta(days=300 - 30 * i)
+        rows.append((customer, d, day + dt.timedelta(days=2) if i >= n - visible_late else d, i < paid))
+    return rows
+
+
+def test_organic_profile_is_judged_on_the_history_visible_at_the_first_activation(tmp_path):
+    orders = (_history("organic", A1, 4) + _history("paid_once", A1, 4, paid=1)
+              + _history("too_few", A1, 2) + _history("late_landed", A1, 4, visible_late=2)
+              + _history("old_history", A1, 3) + _history("later_first", A2, 5)
+              # bought 3 times only after its activation: not the profile at the time
+              + [("after", A1 + dt.timedelta(days=k), A1 + dt.timedelta(days=k), False)
+                 for k in (1, 2, 3)])
+    orders = _orders(orders)
+    old = orders["customer_id"] == "old_history"  # its orders are more than a year old
+    orders.loc[old, ["order_date", "visible_from"]] = pd.Timestamp(A1 - dt.timedelta(days=400))
+    src = _source_log([(A1, c, "ready_to_repeat", "treated")
+                       for c in ("organic", "paid_once", "too_few", "late_landed", "old_history",
+                                 "after")]
+                      + [(A2, "later_first", "deal_triggered", "holdout"),
+                         (A2 + dt.timedelta(days=7), "organic", "likely_to_churn", "holdout"),
+                         (D, "today", "ready_to_repeat", "treated")])
+    con = _warehouse(tmp_path, orders=orders, source=src)
+    sql = M.organic_profile_members_sql(M.activation_log_sql([M.SOURCE_LOG]))
+    m = con.execute(sql, {"as_of": D, "min_orders_365d": 3, "min_unpaid_share": 1.0}).df()
+    m = m.set_index("customer_id")
+    assert set(m.index) == {"organic", "later_first"}
+    # the first activation counts, with its group and segment
+    assert m.loc["organic", "test_group"] == "treated"
+    assert m.loc["organic", "activated_segment"] == "ready_to_repeat"
+    assert (m["segment"] == M.ORGANIC_SEGMENT).all() and (m["unpaid_order_share"] == 1.0).all()
+    assert m.loc["later_first", "orders_365d"] == 5
+    # a lower bar on unpaid share lets the customer with one paid order in
+    m2 = con.execute(sql, {"as_of": D, "min_orders_365d": 3, "min_unpaid_share": 0.7}).df()
+    assert set(m2["customer_id"]) == {"organic", "later_first", "paid_once"}
+
+
+def test_organic_evidence_measures_treated_against_held_out_organic_profile_customers(tmp_path):
+    rng = np.random.default_rng(0)
+    n_t, n_h = 300, 100
+    ids_t, ids_h = [f"t{i}" for i in range(n_t)], [f"h{i}" for i in range(n_h)]
+    hist = [r for c in ids_t + ids_h for r in _history(c, A1, 4)]
+    # paid media moves them: 80% of the treated buy in the window, 20% of the held out
+    buy = [c for c in ids_t if rng.random() < 0.8] + [c for c in ids_h if rng.random() < 0.2]
+    # ordinary (paid-touch) customers who convert the other way round: not in the subgroup
+    others = [f"o{i}" for i in range(100)]
+    hist += [r for c in others for r in _history(c, A1, 4, paid=2)]
+    src = _source_log([(A1, c, "ready_to_repeat", "treated") for c in ids_t]
+                      + [(A1, c, "ready_to_repeat", "holdout") for c in ids_h]
+                      + [(A1, c, "ready_to_repeat", "holdout" if i < 80 else "treated")
+                         for i, c in enumerate(others)])
+    con = _warehouse(tmp_path, orders=_orders(hist + _bought(buy + others[:80], A1)), source=src)
+    ev = M.organic_inevitable_evidence(con, D, min_orders_365d=3, min_unpaid_share=1.0)
+    assert ev["status"] == "ok" and (ev["n_treated"], ev["n_holdout"]) == (n_t, n_h)
+    assert ev["lo"] > 0.5 and ev["lo"] < ev["relative_lift"] < ev["hi"]
+    assert ev["log_sources"] == {M.SOURCE_LOG: n_t + n_h}
+    # too few held out for the threshold: no estimate, the counts say why
+    few = M.organic_inevitable_evidence(con, D, min_orders_365d=3, min_unpaid_share=1.0,
+                                        min_per_group=150)
+    assert few["status"].startswith(M.NOT_ENOUGH) and few["relative_lift"] is None
+    assert (few["n_treated"], few["n_holdout"]) == (n_t, n_h)
+    # nobody activated has the profile: not enough data, zero counts
+    none = M.organic_inevitable_evidence(con, D, min_orders_365d=50, min_unpaid_share=1.0)
+    assert none["status"].startswith(M.NOT_ENOUGH) and none["n_treated"] == 0

@@ -7,6 +7,7 @@ import pytest
 from dagster_project.lib.exclusions import (
     AUDIENCES,
     EVIDENCE,
+    HoldoutEvidence,
     activation_audiences,
     build_exclusions,
 )
@@ -134,18 +135,63 @@ def test_a_crm_only_brand_reports_creative_resistant_impossible_and_margin_rule_
     assert (found["contribution_margin_365d"] < 0).all() and len(found) > 0
 
 
-def test_holdout_evidence_of_paid_media_lift_keeps_a_customer_out_of_organic_inevitables():
+def _organic(result):
+    return set(result.table.loc[result.table["audience"] == "organic_inevitable", "customer_id"])
+
+
+def test_holdout_evidence_that_paid_media_moves_the_organic_profile_withholds_the_audience():
     frame = constructed_frame()
     base = build_exclusions(frame, load_config())
-    organic = base.table.loc[base.table["audience"] == "organic_inevitable", "customer_id"]
-    lifted = organic.iloc[:10]
-    holdout = pd.DataFrame({"customer_id": organic, "holdout_incremental_lift": 0.0}).assign(
-        holdout_incremental_lift=lambda d: np.where(d["customer_id"].isin(lifted), 0.3, 0.0)
-    )
-    result = build_exclusions(frame, load_config(), holdout_evidence=holdout)
-    now = set(result.table.loc[result.table["audience"] == "organic_inevitable", "customer_id"])
-    assert now == set(organic) - set(lifted)
-    assert "holdout_incremental_lift" in result.table.columns
+    assert len(_organic(base)) > 0
+    evidence = {"status": "ok", "relative_lift": 0.45, "lo": 0.12, "hi": 0.85,
+                "n_treated": 900, "n_holdout": 100, "n_incomplete": 7}  # extra keys ignored
+    result = build_exclusions(frame, load_config(), holdout_evidence=evidence)
+    assert result.sizes["organic_inevitable"] == 0 and not _organic(result)
+    reason = result.withheld["organic_inevitable"]
+    assert reason == result.notes["organic_inevitable"]
+    assert reason.startswith("withheld") and "+45%" in reason and "+12% to +85%" in reason
+    assert "900 treated, 100 held out" in reason
+    assert result.metadata()["organic_inevitable_holdout_evidence"]["lo"] == 0.12
+    # the learned cuts are still reported, and the other audiences are untouched
+    assert result.thresholds["organic_inevitable"] == base.thresholds["organic_inevitable"]
+    for audience in ("margin_destroyer", "creative_resistant"):
+        assert result.sizes[audience] == base.sizes[audience]
+
+
+@pytest.mark.parametrize("evidence", [
+    # measured, but the interval reaches zero: no demonstrated lift
+    HoldoutEvidence("ok", relative_lift=0.08, lo=-0.10, hi=0.30, n_treated=700, n_holdout=80),
+    # measured: paid media does nothing for them
+    HoldoutEvidence("ok", relative_lift=-0.02, lo=-0.15, hi=0.13, n_treated=700, n_holdout=80),
+])
+def test_holdout_evidence_without_a_demonstrated_lift_keeps_the_audience_with_its_evidence(evidence):
+    frame = constructed_frame()
+    base = build_exclusions(frame, load_config())
+    result = build_exclusions(frame, load_config(), holdout_evidence=evidence)
+    assert _organic(result) == _organic(base) and not result.withheld
+    note = result.notes["organic_inevitable"]
+    assert "the audience stands" in note and f"{evidence.lo:+.0%}" in note
+    rows = result.table[result.table["audience"] == "organic_inevitable"]
+    assert rows["reason"].str.endswith(f"; {evidence.text()}").all()
+    assert "700 treated, 80 held out" in rows["reason"].iloc[0]
+
+
+def test_holdout_evidence_without_an_estimate_or_without_a_log_leaves_the_rule_as_it_was():
+    frame = constructed_frame()
+    base = build_exclusions(frame, load_config())
+    few = {"status": "not enough data yet: 40 treated and 3 holdout members with a complete "
+                     "30-day window, need 50 in each", "n_treated": 40, "n_holdout": 3,
+           "relative_lift": float("nan")}
+    result = build_exclusions(frame, load_config(), holdout_evidence=few)
+    assert _organic(result) == _organic(base)
+    assert "rule stands on propensity and history alone" in result.notes["organic_inevitable"]
+    assert "40 treated and 3 holdout" in result.notes["organic_inevitable"]
+    rows = result.table[result.table["audience"] == "organic_inevitable"]
+    assert rows["reason"].str.contains("not enough data yet: 40 treated", regex=False).all()
+    none = build_exclusions(frame, load_config())
+    assert "no holdout evidence yet" in none.notes["organic_inevitable"]
+    assert "rule stands on propensity and history alone" in none.notes["organic_inevitable"]
+    assert none.metadata()["organic_inevitable_holdout_evidence"] is None
 
 
 def _random_frame(rng: np.random.Generator, n: int) -> pd.DataFrame:

@@ -221,11 +221,3 @@ def test_migration_counts_come_back_from_the_long_form():
     curr = pd.DataFrame({"customer_id": list("bcde"), "segment": ["y", "y", "x", "x"]})
     mig = M.migration(prev, curr)
     assert M.migration_counts(mig["long"]).equals(mig["counts"])
-
-
-def test_segment_lift_evidence_gives_each_customer_the_lift_of_their_measured_segment():
-    inc = pd.DataFrame({"segment": ["a", "b"], "status": ["ok", "not enough data yet"],
-                        "relative_lift": [0.3, np.nan]})
-    last = pd.DataFrame({"customer_id": ["1", "2", "3"], "segment": ["a", "b", "a"]})
-    ev = M.segment_lift_evidence(inc, last)
-    assert dict(zip(ev.customer_id, ev.holdout_incremental_lift, strict=True)) == {"1": 0.3, "3": 0.3}

@@ -1,10 +1,19 @@
 """Layer 3 on the generator's data: segments, persuasion drivers and exclusion audiences
-measured against the planted truth."""
+measured against the planted truth; the organic inevitables' holdout evidence from the
+generator's activation log and from a hand-built one."""
 
+import datetime as dt
+import logging
+import shutil
+
+import dagster as dg
+import duckdb
 import pandas as pd
 import pytest
+from dagster_duckdb import DuckDBResource
 from sklearn.metrics import adjusted_rand_score
 
+from dagster_project.lib import measurement as M
 from dagster_project.lib.segments import DEFAULT_SEGMENT, SEGMENTS
 
 from .helpers import END, query
@@ -95,3 +104,93 @@ def test_segment_by_driver_matrix_counts_every_customer(nightly_run, segs):
     m = query(nightly_run["db"], "select sum(customers) n from segmentation.segment_driver_matrix "
               "where as_of_date = ?", [END])
     assert m["n"][0] == len(segs)
+
+
+# --------------------------------------------------------------------------- holdout evidence
+def _exclusion_metadata(instance) -> dict:
+    event = instance.get_latest_materialization_event(dg.AssetKey("exclusion_audiences"))
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def test_exclusion_metadata_carries_the_organic_inevitables_holdout_evidence(nightly_run):
+    meta = _exclusion_metadata(nightly_run["instance"])
+    ev = meta["organic_inevitable_holdout_evidence"]
+    print("organic evidence:", {k: v for k, v in ev.items() if k != "definition"})
+    assert ev["status"] == "ok" or ev["status"].startswith(M.NOT_ENOUGH)
+    assert isinstance(ev["n_treated"], int) and isinstance(ev["n_holdout"], int)
+    assert f"{ev['n_treated']} treated and {ev['n_holdout']} holdout" in ev["status"] or (
+        ev["status"] == "ok" and min(ev["n_treated"], ev["n_holdout"]) >= ev["min_per_group"])
+    assert set(ev["log_sources"]) == {M.SOURCE_LOG}  # nothing published before this partition
+    note = meta["notes"]["organic_inevitable"]
+    if "organic_inevitable" in meta["withheld"]:
+        assert ev["status"] == "ok" and ev["lo"] > 0 and meta["sizes"]["organic_inevitable"] == 0
+    else:
+        assert "stands" in note
+        reasons = query(nightly_run["db"], "select reason from segmentation.exclusion_audiences "
+                        "where as_of_date = ? and audience = 'organic_inevitable'", [END])["reason"]
+        assert len(reasons) and reasons.str.contains(
+            "paid-media lift" if ev["status"] == "ok" else ev["status"], regex=False).all()
+
+
+def test_organic_inevitables_are_withheld_when_paid_media_moves_customers_with_their_history(
+        nightly_run, tmp_path):
+    """A hand-built activation log on the generator's orders: customers with the organic
+    history on day A, treated where they bought in the next 30 days (7 of 8 buyers, 1 of 8
+    non-buyers), held out otherwise: treated convert far more than held out."""
+    from dagster_project.defs.segments.assets import segments
+
+    db = tmp_path / nightly_run["db"].name  # the same file name: dbt's views name the catalog
+    shutil.copyfile(nightly_run["db"], db)
+    day = END - dt.timedelta(days=60)
+    con = duckdb.connect(str(db))
+    con.execute("drop view staging.stg_marketing__activation_log")
+    con.execute("""
+        create table staging.stg_marketing__activation_log as
+        with history as (
+            select customer_id,
+                count(*) filter (where $a::date - order_date < 365) as orders_365d,
+                sum((not is_paid_touch)::int) / count(*) as unpaid_order_share
+            from intermediate.int_orders__economics
+            where order_date <= $a::date and visible_from <= $a::date and not fx_missing
+            group by customer_id
+        ),
+        bought as (
+            select distinct customer_id from intermediate.int_orders__economics
+            where order_date > $a::date and order_date <= $a::date + 30
+        )
+        select $a::date as activation_date, h.customer_id, 'ready_to_repeat' as segment,
+            'ready_to_repeat_email' as audience, 'email' as channel,
+            case when (b.customer_id is not null) = (hash(h.customer_id) % 8 <> 0)
+                 then 'treated' else 'holdout' end as test_group,
+            test_group = 'holdout' as is_holdout, $a::date as landed_date
+        from history as h left join bought as b using (customer_id)
+        where h.orders_365d >= 3 and h.unpaid_order_share >= 1.0""", {"a": day})
+    groups = dict(con.execute("select test_group, count(*) from staging.stg_marketing__activation_log "
+                              "group by 1").fetchall())
+    con.close()
+    assert min(groups.values()) >= 30, groups
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [segments], partition_key=END.isoformat(), instance=instance,
+        resources={"duckdb": DuckDBResource(database=str(db))},
+        run_config={"ops": {"segments": {"config": {"min_segment_size": 100,
+                                                    "holdout_min_per_group": 30}}}})
+    assert result.success
+    meta = _exclusion_metadata(instance)
+    ev = meta["organic_inevitable_holdout_evidence"]
+    print("hand-built organic evidence:", {k: v for k, v in ev.items() if k != "definition"})
+    assert ev["status"] == "ok" and (ev["n_treated"], ev["n_holdout"]) == (
+        groups["treated"], groups["holdout"])
+    assert ev["conversion_treated"] > 0.7 and ev["conversion_holdout"] < 0.3 and ev["lo"] > 0
+    assert meta["sizes"]["organic_inevitable"] == 0
+    assert meta["withheld"]["organic_inevitable"].startswith("withheld")
+    assert meta["notes"]["organic_inevitable"] == meta["withheld"]["organic_inevitable"]
+    assert query(db, "select count(*) as n from segmentation.exclusion_audiences where "
+                 "as_of_date = ? and audience = 'organic_inevitable'", [END])["n"][0] == 0
+    # no longer excluded from activation: nobody's exclusion list names the audience
+    segs = query(db, "select exclusion_audiences from segmentation.decision_segments "
+                 "where as_of_date = ?", [END])
+    assert not segs["exclusion_audiences"].str.contains("organic_inevitable").any()
+    warnings = [e.user_message for e in instance.all_logs(result.run_id)
+                if e.level == logging.WARNING and "organic_inevitable withheld" in e.user_message]
+    assert warnings, "the withheld audience is logged as a warning"

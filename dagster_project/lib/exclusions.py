@@ -3,12 +3,19 @@
 Rules (policy in ``config/segments.yaml`` → ``exclusions``; quantile cuts are learned on the
 partition and returned in ``ExclusionResult.thresholds``; a comparison with NaN is False):
 
-- organic_inevitable — would buy anyway without paid media: orders_365d >= min_orders_365d
-  AND unpaid_order_share >= min_unpaid_share AND purchase_30d_score >= its
-  purchase_quantile among buyers (orders_lifetime > 0). With a holdout-evidence frame
-  (``customer_id``, ``holdout_incremental_lift``: measured lift of paid media on the
-  customer's conversion), members with lift > max_holdout_lift are kept out; without one the
-  rule stands on propensity and history. Impossible without purchase_30d_score or
+- organic_inevitable — would buy anyway without paid media: orders_365d >=
+  max(min_orders_365d, its frequency_quantile among buyers) AND unpaid_order_share >=
+  min_unpaid_share AND purchase_30d_score >= its purchase_quantile among buyers
+  (orders_lifetime > 0). Holdout evidence (``HoldoutEvidence``) is about the audience as a
+  whole, not one customer: the incrementality of paid activation for customers who had this
+  history when they were activated, treated vs held out
+  (``measurement.organic_inevitable_evidence``). When it is measured (status "ok") and the
+  lower bound of its 95% relative-lift interval is above max_holdout_lift — paid media
+  demonstrably moves customers like these — the audience is withheld (size 0, the reason in
+  ``withheld`` and ``notes``): excluding them would lose sales. Otherwise the audience stands
+  and the evidence (lift, interval, n, or why there is no estimate) is in ``notes`` and in
+  every member's reason; without evidence (no activation log yet) a note says the rule
+  stands on propensity and history alone. Impossible without purchase_30d_score or
   unpaid_order_share.
   Evidence: purchase_30d_score, unpaid_order_share, orders_365d, paid_orders_365d.
 - margin_destroyer — unprofitable after returns, refunds, discounts, shipping and support:
@@ -34,7 +41,8 @@ table itself still describes them (internal analysis), the activation frame does
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -77,7 +85,52 @@ EVIDENCE: dict[str, tuple[str, ...]] = {
     ),
 }
 EVIDENCE_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(c for cs in EVIDENCE.values() for c in cs))
-HOLDOUT_COLUMN = "holdout_incremental_lift"
+
+
+def _finite(v) -> float | None:
+    return None if v is None or not np.isfinite(float(v)) else float(v)
+
+
+@dataclass(frozen=True)
+class HoldoutEvidence:
+    """Holdout evidence for the organic_inevitable audience as a whole: the relative lift of
+    paid activation on the conversion of customers who had the organic-inevitable history
+    when they were activated (treated vs held out), its 95% interval and n per group; status
+    is "ok" or why there is no estimate (e.g. "not enough data yet: ...")."""
+
+    status: str
+    relative_lift: float | None = None
+    lo: float | None = None
+    hi: float | None = None
+    n_treated: int = 0
+    n_holdout: int = 0
+
+    @classmethod
+    def of(cls, value: HoldoutEvidence | Mapping[str, Any] | None) -> HoldoutEvidence | None:
+        """From a mapping with these keys (others are ignored), e.g. the dict of
+        ``measurement.organic_inevitable_evidence``."""
+        if value is None or isinstance(value, cls):
+            return value
+        kw = {f.name: value[f.name] for f in fields(cls) if f.name in value}
+        for k in ("relative_lift", "lo", "hi"):
+            kw[k] = _finite(kw.get(k))
+        return cls(**kw)
+
+    @property
+    def measured(self) -> bool:
+        return self.status == "ok" and None not in (self.relative_lift, self.lo, self.hi)
+
+    def text(self) -> str:
+        n = f"n {self.n_treated} treated, {self.n_holdout} held out"
+        if self.measured:
+            return (f"paid-media lift on organic-profile customers {self.relative_lift:+.0%} "
+                    f"(95% CI {self.lo:+.0%} to {self.hi:+.0%}; {n})")
+        if self.status == "ok":  # a group without conversions: no relative lift
+            return f"paid-media lift on organic-profile customers undefined ({n})"
+        return f"holdout evidence: {self.status}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -88,6 +141,9 @@ class ExclusionResult:
     sizes: dict[str, int]
     impossible: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    # audiences whose rule ran but whose members are withheld, with the reason
+    withheld: dict[str, str] = field(default_factory=dict)
+    holdout_evidence: HoldoutEvidence | None = None
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -98,11 +154,20 @@ class ExclusionResult:
             },
             "impossible": self.impossible,
             "notes": self.notes,
+            "withheld": self.withheld,
+            "organic_inevitable_holdout_evidence": (
+                self.holdout_evidence.as_dict() if self.holdout_evidence else None),
         }
 
 
 class _Impossible(Exception):
     pass
+
+
+class _Withheld(Exception):
+    def __init__(self, reason: str, thresholds: dict[str, float]):
+        super().__init__(reason)
+        self.thresholds = thresholds
 
 
 def _organic_inevitable(frame, cfg, holdout):
@@ -128,14 +193,26 @@ def _organic_inevitable(frame, cfg, holdout):
         (orders, "%.0f"),
         " orders last year without a paid touch",
     ]
-    note = ""
-    if holdout is not None:
-        lift = holdout.reindex(frame["customer_id"]).to_numpy(dtype=float, na_value=np.nan)
-        member &= ~(lift > cfg["max_holdout_lift"])
-        parts += [", holdout lift ", (lift, "%.2f")]
-        note = f"holdout evidence used: lift > {cfg['max_holdout_lift']} keeps a customer out"
-    return (member, compose(member, *parts),
-            {"purchase_30d_cut": cut, "orders_365d_cut": freq_cut}, note)
+    thresholds = {"purchase_30d_cut": cut, "orders_365d_cut": freq_cut}
+    limit = float(cfg["max_holdout_lift"])
+    if holdout is None:
+        note = ("no holdout evidence yet (no activation log): the rule stands on propensity "
+                "and history alone")
+    elif holdout.measured and holdout.lo > limit:
+        raise _Withheld(
+            f"withheld: paid media demonstrably moves customers with this history: "
+            f"{holdout.text()}, lower bound above max_holdout_lift {limit:+.0%}; excluding "
+            f"them from paid media would lose sales", thresholds)
+    else:
+        parts.append(f"; {holdout.text()}")
+        if holdout.measured:
+            note = (f"holdout evidence does not show paid media moving customers with this "
+                    f"history (lower bound {holdout.lo:+.0%} <= max_holdout_lift "
+                    f"{limit:+.0%}): the audience stands; {holdout.text()}")
+        else:
+            note = (f"no holdout estimate ({holdout.text()}): the rule stands on propensity "
+                    f"and history alone")
+    return member, compose(member, *parts), thresholds, note
 
 
 def _margin_destroyer(frame, cfg, holdout):
@@ -232,28 +309,36 @@ RULES = {
 def build_exclusions(
     frame: pd.DataFrame,
     config: dict[str, Any] | None = None,
-    holdout_evidence: pd.DataFrame | None = None,
+    holdout_evidence: HoldoutEvidence | Mapping[str, Any] | None = None,
 ) -> ExclusionResult:
-    """The do-not-target audiences (long table: one row per customer and audience)."""
+    """The do-not-target audiences (long table: one row per customer and audience).
+
+    ``holdout_evidence``: the organic_inevitable audience's holdout evidence (a
+    ``HoldoutEvidence`` or a mapping with its fields: status, relative_lift, lo, hi,
+    n_treated, n_holdout), None when there is none; see the module docstring for the rule."""
     config = config or load_config()
     cfg_all = config.get("exclusions", config)
     frame = frame.reset_index(drop=True)
     if frame["customer_id"].duplicated().any():
         raise ValueError("build_exclusions: duplicate customer_id")
-    holdout = None
-    if holdout_evidence is not None:
-        holdout = holdout_evidence.set_index("customer_id")[HOLDOUT_COLUMN]
+    holdout = HoldoutEvidence.of(holdout_evidence)
 
     parts: list[pd.DataFrame] = []
     thresholds: dict[str, dict[str, float]] = {}
     sizes: dict[str, int] = {}
     impossible: dict[str, str] = {}
     notes: dict[str, str] = {}
+    withheld: dict[str, str] = {}
     for audience in AUDIENCES:
         try:
             member, reason, th, note = RULES[audience](frame, cfg_all[audience], holdout)
         except _Impossible as exc:
             impossible[audience] = str(exc)
+            sizes[audience] = 0
+            continue
+        except _Withheld as exc:
+            thresholds[audience] = exc.thresholds
+            withheld[audience] = notes[audience] = str(exc)
             sizes[audience] = 0
             continue
         thresholds[audience] = th
@@ -264,18 +349,13 @@ def build_exclusions(
         part["audience"] = audience
         for col in EVIDENCE_COLUMNS:
             part[col] = numeric(frame, col)[member] if col in EVIDENCE[audience] else np.nan
-        if holdout is not None and audience == "organic_inevitable":
-            part[HOLDOUT_COLUMN] = holdout.reindex(part["customer_id"]).to_numpy(
-                dtype=float, na_value=np.nan
-            )
         part["reason"] = reason  # composed for the members only
         parts.append(part)
 
     columns = ["customer_id", "audience", *EVIDENCE_COLUMNS, "reason"]
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
-    extra = [c for c in table.columns if c not in columns]
-    table = table[[*columns[:-1], *extra, "reason"]]
-    return ExclusionResult(table, thresholds, sizes, impossible, notes)
+    table = table[columns]
+    return ExclusionResult(table, thresholds, sizes, impossible, notes, withheld, holdout)
 
 
 def _consent_series(consent: pd.Series | pd.DataFrame, ids: pd.Series) -> np.ndarray:

@@ -4,8 +4,9 @@ fatigue, segment migration and the 30-day forecast.
 Pure functions over small pandas frames; no Dagster import. The heavy lifting (one row per
 activation with its outcomes, daily spend and attributed orders per channel, exposures per
 frequency bucket) is done in DuckDB by the SQL at the bottom of this module, run with bound
-parameters by the measurement assets. The activation log is the union of the pipeline's
-published audience history and the brand's source log (``activation_log_sql``).
+parameters by the measurement assets, and by the segments asset for the organic inevitables'
+holdout evidence (``organic_inevitable_evidence``). The activation log is the union of the
+pipeline's published audience history and the brand's source log (``activation_log_sql``).
 """
 
 from __future__ import annotations
@@ -607,6 +608,109 @@ def describe_sources(contributed: Mapping[str, int]) -> str:
     return " + ".join(f"{s} ({n:,} rows)" for s, n in contributed.items()) or "none"
 
 
+# Organic inevitables' holdout evidence: does paid activation move customers who had the
+# organic-inevitable history when they were activated? Members: each customer's first
+# activation in the log (ties on the day: the first segment by name; its randomised group is
+# the customer's group), before $as_of, whose history AT THE ACTIVATION DATE met the rule's
+# history conditions (config/segments.yaml exclusions.organic_inevitable), computed like the
+# features mart computes them at a cutoff: orders visible by that day (visible_from), order
+# day <= that day, fx-missing orders left out; orders_365d = orders of the 365 days up to and
+# including that day; unpaid_order_share = share of ALL those visible orders without a paid
+# touch (the feature's definition: lifetime, not the last year). The profile is fixed before
+# the outcome window starts (the day after the activation), so treated vs holdout within it
+# stays a randomised comparison. Parameters: $as_of, $min_orders_365d, $min_unpaid_share.
+ORGANIC_SEGMENT = "organic_inevitable"
+
+
+def organic_profile_members_sql(log_sql: str) -> str:
+    """The organic-profile subgroup of ``activation_log_sql``'s log, labelled segment
+    ORGANIC_SEGMENT (the activated segment is kept in activated_segment)."""
+    return f"""
+    with log as ({log_sql}
+    ),
+    first_activation as (
+        select *
+        from log
+        where activation_date < $as_of
+        qualify row_number() over (
+            partition by customer_id order by activation_date, segment) = 1
+    ),
+    history as (
+        select
+            f.customer_id,
+            count(*) filter (where f.activation_date - o.order_date < 365) as orders_365d,
+            sum((not o.is_paid_touch)::int) / count(*) as unpaid_order_share
+        from first_activation as f
+        inner join intermediate.int_orders__economics as o
+            on o.customer_id = f.customer_id
+            and o.order_date <= f.activation_date
+            and o.visible_from <= f.activation_date
+            and not o.fx_missing
+        group by f.customer_id
+    )
+    select
+        f.activation_date,
+        f.customer_id,
+        '{ORGANIC_SEGMENT}' as segment,
+        f.test_group,
+        f.segment as activated_segment,
+        f.log_source,
+        h.orders_365d,
+        h.unpaid_order_share
+    from first_activation as f
+    inner join history as h using (customer_id)
+    where h.orders_365d >= $min_orders_365d::integer
+        and h.unpaid_order_share >= $min_unpaid_share::double"""
+
+
+ORGANIC_EVIDENCE_DEFINITION = (
+    "treated vs holdout conversion of customers whose history at their first activation met "
+    "the organic-inevitable history conditions (orders in the 365 days up to the activation "
+    ">= min_orders_365d, share of their visible orders without a paid touch >= "
+    "min_unpaid_share); first activation per customer, window complete by the partition date")
+
+
+def organic_inevitable_evidence(con, as_of, *, min_orders_365d: float, min_unpaid_share: float,
+                                window_days: int = 30, min_per_group: int = 50) -> dict | None:
+    """Holdout evidence for the organic_inevitable audience at partition ``as_of`` (only data
+    visible by then), for ``exclusions.build_exclusions(holdout_evidence=...)``; None when
+    there is no activation log yet.
+
+    ``incrementality`` of the ORGANIC_SEGMENT subgroup (``organic_profile_members_sql``):
+    status ("ok" or why not), relative_lift with its 95% interval (lo, hi), n_treated,
+    n_holdout, plus n_incomplete, the two conversion rates, the window and the rows per log
+    source of the subgroup."""
+    sources = activation_log_sources(con, as_of)
+    if not sources:
+        return None
+    sql = with_outcomes_sql(organic_profile_members_sql(activation_log_sql(sources)))
+    members = con.execute(sql, {"as_of": as_of, "window_days": window_days,
+                                "min_orders_365d": math.ceil(min_orders_365d),
+                                "min_unpaid_share": float(min_unpaid_share)}).df()
+    inc = incrementality(members, window_days=window_days, min_per_group=min_per_group,
+                         as_of=as_of)
+    if len(inc):
+        r = inc.iloc[0]
+    else:  # nobody activated had the profile
+        r = pd.Series({"status": (f"{NOT_ENOUGH}: 0 treated and 0 holdout members with a complete "
+                                  f"{window_days}-day window, need {min_per_group} in each"),
+                       "n_treated": 0, "n_holdout": 0, "n_incomplete": 0})
+
+    def num(key):
+        v = r.get(key)
+        return None if v is None or pd.isna(v) else float(v)
+
+    return {"status": str(r["status"]), "relative_lift": num("relative_lift"),
+            "lo": num("relative_lift_lo"), "hi": num("relative_lift_hi"),
+            "n_treated": int(r["n_treated"]), "n_holdout": int(r["n_holdout"]),
+            "n_incomplete": int(r["n_incomplete"]),
+            "conversion_treated": num("conversion_treated"),
+            "conversion_holdout": num("conversion_holdout"), "window_days": window_days,
+            "min_per_group": min_per_group,
+            "log_sources": {s: int((members["log_source"] == s).sum()) for s in sources},
+            "definition": ORGANIC_EVIDENCE_DEFINITION}
+
+
 # paid web purchases are attributed to the ad channel by utm_source (utm_medium alone cannot
 # tell meta from tiktok: both are paid_social)
 UTM_SOURCE_CHANNEL = (("facebook", "meta"), ("instagram", "meta"), ("google", "google"),
@@ -791,17 +895,3 @@ left join marts.customer_features as f on f.customer_id = s.customer_id and f.as
 group by s.segment
 order by s.segment
 """
-
-
-def segment_lift_evidence(inc: pd.DataFrame, last_activation: pd.DataFrame) -> pd.DataFrame:
-    """Per-customer holdout evidence for ``exclusions.build_exclusions(holdout_evidence=...)``.
-
-    ``inc``: the ``incrementality`` frame; ``last_activation``: customer_id and the segment of
-    the customer's latest activation. Each customer gets the measured relative conversion lift
-    of that segment (only segments with status "ok"; others get no row): the best evidence a
-    segment-level holdout gives about one customer.
-    """
-    ok = inc.loc[inc["status"] == "ok", ["segment", "relative_lift"]]
-    out = last_activation[["customer_id", "segment"]].merge(ok, on="segment", how="inner")
-    return out.rename(columns={"relative_lift": "holdout_incremental_lift"})[
-        ["customer_id", "holdout_incremental_lift"]].reset_index(drop=True)

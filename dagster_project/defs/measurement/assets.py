@@ -132,13 +132,10 @@ def segment_incrementality(context: dg.AssetExecutionContext, config: Measuremen
             {r.segment: r.status for r in inc.itertuples() if r.status != "ok"}),
         "holdout_share_config": holdout_share(),
         "published_holdouts": dg.MetadataValue.md(md_table(shares) if len(shares) else "none"),
-        # The segments asset runs before measurement; wiring yesterday's lift into
-        # exclusions.build_exclusions(holdout_evidence=...) is a change to the segments asset.
         "organic_inevitable_holdout_evidence": (
-            "not yet available to the exclusions: organic_inevitable is built without "
-            "holdout_evidence (per-segment lift is in measurement.incrementality; "
-            "lib.measurement.segment_lift_evidence turns it into the per-customer frame "
-            "build_exclusions accepts)"),
+            "measured by the segments asset for its own partition (metadata of "
+            "exclusion_audiences): organic-profile customers' treated vs holdout conversion "
+            "in this same activation log"),
         "window_days": config.window_days,
     })
 

@@ -5,13 +5,20 @@ import json
 
 import dagster as dg
 import pandas as pd
+from dagster_dbt import get_asset_key_for_model
 from dagster_duckdb import DuckDBResource
 
+from dagster_project.defs.dbt.assets import dbt_models
 from dagster_project.defs.metadata import md_table
+from dagster_project.defs.partitions import (
+    DUCKDB_POOL,
+    daily_partitions,
+    one_run_per_partition,
+)
 from dagster_project.defs.resources import warehouse
-from dagster_project.defs.partitions import DUCKDB_POOL, daily_partitions, one_run_per_partition
 from dagster_project.lib import drivers as drv
 from dagster_project.lib import exclusions as exc
+from dagster_project.lib import measurement as msr
 from dagster_project.lib import segments as seg
 from dagster_project.lib.features import FEATURE_COLUMNS, LABELS
 from dagster_project.lib.warehouse import replace_partition
@@ -48,11 +55,23 @@ def sources_present(con, as_of: dt.date) -> dict[str, bool]:
     }
 
 
-
 class SegmentsConfig(dg.Config):
     """Overrides of config/segments.yaml for a run (None = the file's value)."""
 
     min_segment_size: int | None = None
+    # complete windows needed in treated and in holdout for the organic inevitables' evidence
+    # (exclusions.organic_inevitable.holdout_min_per_group)
+    holdout_min_per_group: int | None = None
+
+
+def organic_evidence(con, as_of: dt.date, cfg: dict) -> dict | None:
+    """The organic_inevitable audience's holdout evidence at ``as_of`` (only data visible by
+    then; None without an activation log): see measurement.organic_inevitable_evidence."""
+    return msr.organic_inevitable_evidence(
+        con, as_of, min_orders_365d=cfg["min_orders_365d"],
+        min_unpaid_share=cfg["min_unpaid_share"],
+        window_days=int(cfg.get("holdout_window_days", 30)),
+        min_per_group=int(cfg.get("holdout_min_per_group", 50)))
 
 
 @dg.multi_asset(
@@ -64,7 +83,11 @@ class SegmentsConfig(dg.Config):
                      deps=["propensity_scores"],
                      description="Each customer's persuasion driver, found by clustering."),
         dg.AssetSpec("exclusion_audiences", group_name="segments", kinds={"python", "duckdb"},
-                     deps=["propensity_scores"],
+                     deps=["propensity_scores",
+                           # the activation log and outcomes of the organic inevitables'
+                           # holdout evidence (plus the published audience history)
+                           get_asset_key_for_model([dbt_models], "stg_marketing__activation_log"),
+                           get_asset_key_for_model([dbt_models], "int_orders__economics")],
                      description="Do-not-target audiences with their evidence columns."),
     ],
     partitions_def=daily_partitions,
@@ -79,6 +102,9 @@ def segments(context: dg.AssetExecutionContext, config: SegmentsConfig, duckdb: 
     config = seg.load_config()
     if run_config.min_segment_size is not None:
         config["min_segment_size"] = run_config.min_segment_size
+    organic_cfg = config["exclusions"]["organic_inevitable"]
+    if run_config.holdout_min_per_group is not None:
+        organic_cfg["holdout_min_per_group"] = run_config.holdout_min_per_group
     playbook = seg.load_playbook()
     with warehouse(duckdb) as con:
         frame = con.execute(FRAME_SQL, [as_of]).df()
@@ -87,7 +113,8 @@ def segments(context: dg.AssetExecutionContext, config: SegmentsConfig, duckdb: 
             raise RuntimeError(f"no customers with states and features for {as_of}")
         segs = seg.assign_segments(frame, config, present)
         drivers = drv.assign_drivers(frame, config, present)
-        excl = exc.build_exclusions(frame, config)
+        evidence = organic_evidence(con, as_of, organic_cfg)
+        excl = exc.build_exclusions(frame, config, holdout_evidence=evidence)
         activation = exc.activation_audiences(
             segs.table, excl, frame[["customer_id", "marketing_consent"]])
         table = seg.attach_playbook(segs.table, playbook)
@@ -124,6 +151,9 @@ def segments(context: dg.AssetExecutionContext, config: SegmentsConfig, duckdb: 
         context.log.warning(f"segment {name} merged into {config['default_segment']}: {reason}")
     for name, reason in segs.impossible.items():
         context.log.warning(f"segment {name} impossible with this data: {reason}")
+    for name, reason in excl.withheld.items():
+        context.log.warning(f"exclusion audience {name} {reason}")
+    context.log.info(f"organic_inevitable: {excl.notes.get('organic_inevitable', '')}")
     yield dg.MaterializeResult(asset_key="decision_segments", metadata={
         "rows": n,
         "segment_sizes": dg.MetadataValue.md(size_md),
@@ -149,5 +179,8 @@ def segments(context: dg.AssetExecutionContext, config: SegmentsConfig, duckdb: 
         "sizes": dg.MetadataValue.json(json.loads(json.dumps(excl.sizes, default=str))),
         "thresholds": dg.MetadataValue.json(json.loads(json.dumps(excl.thresholds, default=str))),
         "impossible": dg.MetadataValue.json(excl.impossible),
-        "notes": dg.MetadataValue.json(list(excl.notes)),
+        "notes": dg.MetadataValue.json(excl.notes),
+        "withheld": dg.MetadataValue.json(excl.withheld),
+        "organic_inevitable_holdout_evidence": dg.MetadataValue.json(json.loads(json.dumps(
+            evidence if evidence is not None else {"status": msr.NO_LOG}, default=str))),
     })
