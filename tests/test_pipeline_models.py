@@ -128,3 +128,39 @@ def test_dbt_unit_tests_on_label_windows_and_feature_windows_pass(nightly_run):
         capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "PASS=2" in proc.stdout
+
+
+def test_above_the_drivers_cap_only_the_highest_scores_are_explained(nightly_run, tmp_path):
+    """propensity_models with max_explained_customers below the customer count, on a copy of
+    the nightly warehouse: every customer is scored, each score's drivers go to exactly its
+    highest-scored customers, and the rest have NULL drivers (not made up)."""
+    import shutil
+
+    import dagster as dg
+    from dagster_duckdb import DuckDBResource
+
+    from dagster_project.defs.propensity.assets import propensity_models
+    from dagster_project.defs.resources import DataPaths
+
+    db = tmp_path / "warehouse.duckdb"
+    shutil.copy(nightly_run["db"], db)
+    cap = 300
+    result = dg.materialize(
+        [propensity_models], partition_key=END.isoformat(),
+        resources={"duckdb": DuckDBResource(database=str(db)),
+                   "paths": DataPaths(data_dir=str(tmp_path))},
+        run_config={"ops": {"propensity_models": {"config": {"max_explained_customers": cap}}}})
+    assert result.success
+    s = query(db, "select * from segmentation.propensity_scores where as_of_date = ? "
+              "order by customer_id", [END])
+    assert len(s) > 3 * cap and s["customer_id"].is_unique
+    meta = result.asset_materializations_for_node("propensity_models")[-1].metadata
+    for t in LABELS:
+        assert s[f"{t}_score"].notna().all(), t
+        explained = s[f"{t}_driver_1"].notna()
+        assert explained.sum() == cap, t
+        assert meta["customers_with_drivers"].value[t] == cap
+        # the explained ones are the highest scores: none left out scores above them
+        assert s.loc[~explained, f"{t}_score"].max() <= s.loc[explained, f"{t}_score"].min(), t
+        assert s.loc[~explained, f"{t}_drivers_text"].isna().all(), t
+        assert s.loc[explained, f"{t}_drivers_text"].str.contains("↑|↓").all(), t

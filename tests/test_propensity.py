@@ -9,6 +9,7 @@ from dagster_project.lib.propensity import (
     LGBMParams,
     TrainConfig,
     contributions,
+    explain_mask,
     load_model,
     prepare,
     save_model,
@@ -274,3 +275,18 @@ def test_top_decile_lift_counts_ties_at_the_boundary_fairly():
     flat = np.zeros(20)
     assert top_decile_lift(y, flat) == pytest.approx(1.0)
     assert top_decile_lift(y, np.where(y == 1, 1.0, 0.0)) == pytest.approx(2.0)
+
+
+def test_drivers_do_not_depend_on_the_prediction_thread_count(result, latest):
+    pd.testing.assert_frame_equal(top_drivers(result, latest, num_threads=2),
+                                  top_drivers(result, latest, num_threads=1), check_exact=True)
+
+
+def test_explain_mask_covers_everyone_up_to_the_cap_then_the_highest_scores():
+    scores = np.array([0.2, 0.9, 0.5, 0.9, 0.1])
+    assert explain_mask(scores, None).all() and explain_mask(scores, 5).all()
+    # above the cap: the highest scores; of two tied at 0.9 both fit, of the 0.5/0.2 the 0.5
+    np.testing.assert_array_equal(explain_mask(scores, 3), [False, True, True, True, False])
+    # a tie at the boundary goes to the earlier row (rows are sorted by customer_id)
+    np.testing.assert_array_equal(explain_mask(scores, 1), [False, True, False, False, False])
+    assert explain_mask(scores, 0).sum() == 0
