@@ -25,13 +25,13 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dagster_project.defs.propensity.assets import (  # noqa: E402
+from dagster_project.defs.propensity.assets import (
     TRAINING_SQL,
     PropensityConfig,
     train_config,
 )
-from dagster_project.lib import propensity as pm  # noqa: E402
-from dagster_project.lib.features import FEATURE_COLUMNS  # noqa: E402
+from dagster_project.lib import propensity as pm
+from dagster_project.lib.features import FEATURE_COLUMNS
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
           "| AUC on the common evaluation set | evaluation rows |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for target in a.targets:
-        def frame(max_customers: int):
+        def frame(max_customers: int, target: str = target):
             return con.execute(TRAINING_SQL.replace("{target}", target),
                                {"as_of": a.date, "n_cutoffs": cfg.n_train_cutoffs,
                                 "max_customers": max_customers or 2**62}).df()
