@@ -208,6 +208,7 @@ def main() -> None:
                    help="steady state: first ingest and build the partition a week earlier "
                         "(untimed), then time the nightly run")
     a = p.parse_args()
+    a.out = a.out.resolve()  # dbt runs in dbt/: a relative warehouse path would point there
     results = [bench_scale(n, a.days, a.out, a.peer_limit, a.nodes, a.warm)
                for n in a.customers]
     a.out.mkdir(parents=True, exist_ok=True)
