@@ -49,9 +49,13 @@ def main() -> None:
         keys = sorted(set(keys))
         run_config = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
         t0 = time.perf_counter()
-        result = job.execute_in_process(partition_key=partition, asset_selection=keys,
-                                        run_config=run_config, raise_on_error=False,
-                                        instance=dg.DagsterInstance.ephemeral())
+        # A node that materializes assets is selected by its assets; an asset-check node
+        # (freshness, drift, the gates) by its op name. (An empty asset selection would run
+        # the whole job.)
+        selection = {"asset_selection": keys} if keys else {"op_selection": [arg]}
+        result = job.execute_in_process(partition_key=partition, run_config=run_config,
+                                        raise_on_error=False,
+                                        instance=dg.DagsterInstance.ephemeral(), **selection)
         seconds = time.perf_counter() - t0
         if not result.success:
             errors = [f"{e.step_key}: {e.event_specific_data.error.message[-500:]}"
