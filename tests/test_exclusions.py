@@ -65,6 +65,10 @@ def constructed_frame(n_background: int = 4000, n_planted: int = 150, seed: int 
             "planted": kinds,
         }
     )
+    # tenure: background customers of any age, planted organic ones established (> 200 days)
+    age = np.where(org, rng.integers(200, 1500, n), rng.integers(0, 1500, n))
+    frame["customer_age_days"] = age.astype(float)
+    frame["days_since_first_order"] = np.minimum(age, rng.integers(30, 365, n)).astype(float)
     return frame
 
 
@@ -137,6 +141,64 @@ def test_a_crm_only_brand_reports_creative_resistant_impossible_and_margin_rule_
 
 def _organic(result):
     return set(result.table.loc[result.table["audience"] == "organic_inevitable", "customer_id"])
+
+
+def test_a_young_customer_with_an_organic_looking_history_is_not_an_organic_inevitable():
+    frame = constructed_frame()
+    base = _organic(build_exclusions(frame, load_config()))
+    tenure = load_config()["exclusions"]["organic_inevitable"]["min_tenure_days"]
+    young = frame["customer_id"].isin(sorted(base)[:40])
+    frame.loc[young, "customer_age_days"] = tenure - 1  # same orders, a customer for < tenure
+    frame.loc[young, "days_since_first_order"] = tenure - 1
+    found = _organic(build_exclusions(frame, load_config()))
+    assert not found & set(frame.loc[young, "customer_id"])
+    assert found == base - set(frame.loc[young, "customer_id"])
+
+
+def test_order_frequency_is_a_rate_over_the_days_seen_not_a_365_day_count():
+    frame = constructed_frame()
+    cut = build_exclusions(frame, load_config()).thresholds["organic_inevitable"]["order_rate_cut"]
+    # a planted organic customer seen for 200 days, buying at 1.5x the cut's pace: fewer orders
+    # than the cut counts over a year, but the same habit
+    i = frame.index[frame["planted"] == "organic_inevitable"][0]
+    frame.loc[i, ["customer_age_days", "days_since_first_order"]] = [199.0, 190.0]
+    frame.loc[i, "orders_365d"] = np.ceil(1.5 * cut * 200 / 365)
+    assert frame.loc[i, "orders_365d"] < cut
+    result = build_exclusions(frame, load_config())
+    assert frame.loc[i, "customer_id"] in _organic(result)
+    row = result.table[result.table["customer_id"] == frame.loc[i, "customer_id"]]
+    assert "in the 200 days seen" in row["reason"].iloc[0]
+    assert "customer for 199 days" in row["reason"].iloc[0]
+    # a warehouse holding 181 days of orders: every rate is over at most 181 days seen, and
+    # the planted customers are still found
+    short = constructed_frame()
+    short["days_since_first_order"] = short["days_since_first_order"].clip(upper=180)
+    short_result = build_exclusions(short, load_config())
+    assert short_result.thresholds["organic_inevitable"]["order_history_days"] == 181
+    precision, recall = _precision_recall(short, short_result, "organic_inevitable")
+    assert precision >= 0.8 and recall >= 0.6, (precision, recall)
+
+
+def test_a_frequent_organic_buyer_who_just_ordered_is_likely_to_buy_again_a_lapsed_one_not():
+    frame = constructed_frame()
+    cut = build_exclusions(frame, load_config()).thresholds["organic_inevitable"]
+    planted = frame.index[frame["planted"] == "organic_inevitable"][:2]
+    just_ordered, lapsed = frame.loc[planted, "customer_id"]
+    # both with a low 30-day chance; one bought a few days ago (on schedule), one is 3
+    # intervals overdue
+    frame.loc[planted, "purchase_30d_score"] = cut["purchase_30d_cut"] / 2
+    frame.loc[planted, "overdue_ratio"] = [0.1, 3.0]
+    result = build_exclusions(frame, load_config())
+    assert just_ordered in _organic(result) and lapsed not in _organic(result)
+    row = result.table[result.table["customer_id"] == just_ordered]
+    assert "0.1x their usual interval (on schedule <= 1)" in row["reason"].iloc[0]
+
+
+def test_organic_inevitable_is_impossible_without_customer_tenure():
+    frame = constructed_frame().drop(columns=["customer_age_days"])
+    result = build_exclusions(frame, load_config())
+    assert "customer_age_days" in result.impossible["organic_inevitable"]
+    assert result.sizes["organic_inevitable"] == 0 and result.sizes["margin_destroyer"] > 0
 
 
 def test_holdout_evidence_that_paid_media_moves_the_organic_profile_withholds_the_audience():

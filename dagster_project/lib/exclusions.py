@@ -3,21 +3,29 @@
 Rules (policy in ``config/segments.yaml`` → ``exclusions``; quantile cuts are learned on the
 partition and returned in ``ExclusionResult.thresholds``; a comparison with NaN is False):
 
-- organic_inevitable — would buy anyway without paid media: orders_365d >=
-  max(min_orders_365d, its frequency_quantile among buyers) AND unpaid_order_share >=
-  min_unpaid_share AND purchase_30d_score >= its purchase_quantile among buyers
-  (orders_lifetime > 0). Holdout evidence (``HoldoutEvidence``) is about the audience as a
-  whole, not one customer: the incrementality of paid activation for customers who had this
-  history when they were activated, treated vs held out
-  (``measurement.organic_inevitable_evidence``). When it is measured (status "ok") and the
-  lower bound of its 95% relative-lift interval is above max_holdout_lift — paid media
-  demonstrably moves customers like these — the audience is withheld (size 0, the reason in
-  ``withheld`` and ``notes``): excluding them would lose sales. Otherwise the audience stands
-  and the evidence (lift, interval, n, or why there is no estimate) is in ``notes`` and in
-  every member's reason; without evidence (no activation log yet) a note says the rule
-  stands on propensity and history alone. Impossible without purchase_30d_score or
-  unpaid_order_share.
-  Evidence: purchase_30d_score, unpaid_order_share, orders_365d, paid_orders_365d.
+- organic_inevitable — an established customer who would buy anyway without paid media:
+  customer_age_days >= min_tenure_days AND orders_365d >= min_orders_365d AND order rate >=
+  its frequency_quantile among established buyers (customer_age_days >= min_tenure_days,
+  orders_lifetime > 0) AND unpaid_order_share >= min_unpaid_share AND (purchase_30d_score
+  >= its purchase_quantile among buyers (orders_lifetime > 0) OR overdue_ratio <=
+  max_overdue_ratio: on schedule, as right after an order a frequent buyer's 30-day chance
+  is low). The order rate is orders_365d x 365 / the days seen, min(customer_age_days + 1,
+  ``order_history_days``: 1 + the largest days_since_first_order of the partition, at most
+  365), so a customer seen for fewer days is judged at the same pace, not excluded for a
+  short history. Ad clicks are not a condition: an order without a paid touch is the
+  response to paid media that counts.
+  Holdout evidence (``HoldoutEvidence``) is about the audience as a whole, not one customer:
+  the incrementality of paid activation for customers who had this history when they were
+  activated, treated vs held out (``measurement.organic_inevitable_evidence``). When it is
+  measured (status "ok") and the lower bound of its 95% relative-lift interval is above
+  max_holdout_lift — paid media demonstrably moves customers like these — the audience is
+  withheld (size 0, the reason in ``withheld`` and ``notes``): excluding them would lose
+  sales. Otherwise the audience stands and the evidence (lift, interval, n, or why there is
+  no estimate) is in ``notes`` and in every member's reason; without evidence (no
+  activation log yet) a note says the rule stands on propensity and history alone.
+  Impossible without purchase_30d_score, unpaid_order_share or customer_age_days.
+  Evidence: purchase_30d_score, unpaid_order_share, orders_365d, paid_orders_365d; the
+  reason also gives overdue_ratio, the days seen, the order rate and the tenure.
 - margin_destroyer — unprofitable after returns, refunds, discounts, shipping and support:
   orders_365d >= min_orders_365d AND contribution_margin_365d < max_margin (and <= its
   margin_quantile among those customers when set) AND high return propensity:
@@ -170,30 +178,73 @@ class _Withheld(Exception):
         self.thresholds = thresholds
 
 
+YEAR_DAYS = 365.0  # the window of orders_365d
+
+
+def order_history_days(frame: pd.DataFrame) -> float:
+    """How many days of order history the partition holds, at most a year: one more than the
+    oldest order's days_since_first_order (a warehouse whose order export began recently
+    shows fewer than 365 days); 365 when it cannot be told."""
+    oldest = numeric(frame, "days_since_first_order")
+    if not np.isfinite(oldest).any():
+        return YEAR_DAYS
+    return float(min(YEAR_DAYS, np.nanmax(oldest) + 1.0))
+
+
 def _organic_inevitable(frame, cfg, holdout):
     p30 = numeric(frame, "purchase_30d_score")
     unpaid = numeric(frame, "unpaid_order_share")
+    age = numeric(frame, "customer_age_days")
     if not np.isfinite(p30).any():
         raise _Impossible("purchase_30d model absent: no propensity to judge 'would buy anyway'")
     if not np.isfinite(unpaid).any():
         raise _Impossible("unpaid_order_share missing for every customer: no order attribution")
+    if not np.isfinite(age).any():
+        raise _Impossible("customer_age_days missing for every customer: no tenure to judge "
+                          "an established buying habit")
     orders = numeric(frame, "orders_365d")
     buyers = numeric(frame, "orders_lifetime") > 0
+    # an established customer: past the first months, whose buying still follows the
+    # acquisition offer and onboarding
+    established = age >= float(cfg["min_tenure_days"])
+    # frequency as a rate over the history we can see (tenure, the warehouse's order history,
+    # at most the year): a customer observed for 200 days is not judged on a 365-day count
+    history = order_history_days(frame)
+    observed = np.minimum(age + 1.0, history)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(observed > 0, orders * YEAR_DAYS / observed, np.nan)
+    rate_cut = quantile_cut(rate, buyers & established, cfg["frequency_quantile"])
     cut = quantile_cut(p30, buyers, cfg["purchase_quantile"])
-    # "would buy anyway" needs a history: frequent buying, not one lucky organic order
-    freq_cut = max(float(cfg["min_orders_365d"]),
-                   quantile_cut(orders, buyers, cfg.get("frequency_quantile", 0.0)))
-    member = (orders >= freq_cut) & (unpaid >= cfg["min_unpaid_share"]) & (p30 >= cut)
+    # likely to buy again: the purchase model says so, or they are on schedule (right after
+    # an order a monthly buyer's 30-day chance is low: timing, not a lapse)
+    overdue = numeric(frame, "overdue_ratio")
+    max_overdue = float(cfg["max_overdue_ratio"])
+    member = (
+        established
+        & (orders >= cfg["min_orders_365d"])  # a habit, not one or two lucky organic orders
+        & (rate >= rate_cut)
+        & (unpaid >= cfg["min_unpaid_share"])
+        & ((p30 >= cut) | (overdue <= max_overdue))
+    )
     parts: list = [
         "purchase chance 30d ",
         (p30, "%.2f"),
-        f" (>= cut {cut:.2f}), ",
-        (np.nan_to_num(unpaid) * 100, "%.0f"),
-        "% of ",
+        f" (cut {cut:.2f}), days since the last order ",
+        (overdue, "%.1f"),
+        f"x their usual interval (on schedule <= {max_overdue:g}), ",
         (orders, "%.0f"),
-        " orders last year without a paid touch",
+        " orders in the ",
+        (observed, "%.0f"),
+        " days seen (",
+        (rate, "%.1f"),
+        f" a year, >= cut {rate_cut:.1f}), ",
+        (np.nan_to_num(unpaid) * 100, "%.0f"),
+        "% of all their orders without a paid touch, customer for ",
+        (age, "%.0f"),
+        " days",
     ]
-    thresholds = {"purchase_30d_cut": cut, "orders_365d_cut": freq_cut}
+    thresholds = {"purchase_30d_cut": cut, "order_rate_cut": rate_cut,
+                  "order_history_days": history}
     limit = float(cfg["max_holdout_lift"])
     if holdout is None:
         note = ("no holdout evidence yet (no activation log): the rule stands on propensity "
