@@ -22,19 +22,16 @@ AUDIENCES = {"organic_inevitable": "is_organic_inevitable",
              "margin_destroyer": "is_margin_destroyer",
              "creative_resistant": "is_creative_resistant"}
 ARI_FLOOR = 0.25  # stated floor: clustering recovers the planted driver well above chance (0)
-# Precision floors. The issue asks 0.8 for every audience; organic_inevitable does not reach it
-# on the generator's data: planted organic inevitables and ordinary organic replenishers look
-# alike in the observable data (frequent, all orders unpaid); what separates them is their
-# response to ads, which only holdouts reveal. Measured on two generated datasets: precision
-# 0.76 and 0.92, recall 0.69 and 0.69. The floor below is what is met, not the target.
-PRECISION_FLOOR = {"organic_inevitable": 0.7, "margin_destroyer": 0.8, "creative_resistant": 0.8}
-# Recall floors: 0.6 for every audience until organic_inevitable fell short when the
-# generator stopped planting an activation effect on organic inevitables (ads do nothing for
-# them): activated ones no longer buy more, so fewer reach the frequency cut (orders_365d in
-# the top decile of buyers, 5 orders here). On the session dataset (3,000 customers, seed 11):
-# recall 0.678 before that change, 0.568 after (35 of the 38 planted ones missed fall short of
-# the frequency cut). The floor below is what is met, not the target.
-RECALL_FLOOR = {"organic_inevitable": 0.55, "margin_destroyer": 0.6, "creative_resistant": 0.6}
+# The issue's target for every audience: precision >= 0.8 and recall >= 0.6 on the planted
+# truth. organic_inevitable meets it since the rule judges established customers (tenure >=
+# min_tenure_days) by their order rate over the days seen. On the session dataset (3,000
+# customers, seed 11, 181 days of orders) it is met with no margin: precision 0.803 (53 of
+# 66), recall 0.602 (53 of 88; one planted customer fewer is 0.591). Six months hold 0 to 11
+# orders (median 5) of a planted organic inevitable, and ordinary organic replenishers with
+# as many unpaid orders look the same in the data. On seed 42 (3,000 customers): 0.819 /
+# 0.670; on 20,000 customers with a year of history (seed 42): 0.918 / 0.741.
+PRECISION_FLOOR = dict.fromkeys(AUDIENCES, 0.8)
+RECALL_FLOOR = dict.fromkeys(AUDIENCES, 0.6)
 
 
 @pytest.fixture(scope="module")
