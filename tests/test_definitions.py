@@ -1,4 +1,8 @@
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -64,3 +68,19 @@ def test_dbt_vars_carry_the_partition_date_and_reject_garbage():
     assert json.loads(dbt_vars("2025-06-30", n_cutoffs=4))["n_cutoffs"] == 4
     with pytest.raises(ValueError):
         dbt_vars("2025-06-30; drop table x")
+
+
+@pytest.mark.slow
+def test_dagster_dev_prepares_the_dbt_project_with_the_venvs_dbt(tmp_path):
+    """`.venv/bin/dagster dev` (`make dev`) with the venv not activated: dbt is not on PATH, and
+    dagster-dbt's own preparer (plain `dbt parse`) failed, so the code location did not load."""
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    no_dbt = [d for d in env.get("PATH", "").split(os.pathsep) if d and not Path(d, "dbt").exists()]
+    env.update(PATH=os.pathsep.join(no_dbt), DAGSTER_IS_DEV_CLI="1",
+               DS_DUCKDB_PATH=str(tmp_path / "p.duckdb"))
+    code = ("import dagster_project.defs.dbt.project as p; "
+            "print(p.dbt_project.manifest_path.exists())")
+    proc = subprocess.run([sys.executable, "-c", code], check=False, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("True")

@@ -1,10 +1,8 @@
 """Resources: the DuckDB warehouse, the dbt CLI and the data paths."""
 
 
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -12,7 +10,7 @@ from dagster_dbt import DbtCliResource
 from dagster_duckdb import DuckDBResource
 
 from dagster_project import settings
-from dagster_project.defs.dbt.project import dbt_project
+from dagster_project.defs.dbt.project import dbt_executable, dbt_project
 
 
 class DataPaths(dg.ConfigurableResource):
@@ -51,12 +49,6 @@ def warehouse(duckdb) -> Iterator:
             yield con
         finally:
             con.close()
-
-
-def dbt_executable() -> str:
-    """The dbt next to this interpreter (the project's venv), so an un-activated venv works."""
-    local = Path(sys.executable).parent / "dbt"
-    return str(local) if local.exists() else (shutil.which("dbt") or "dbt")
 
 
 @dg.definitions
