@@ -70,6 +70,35 @@ def test_dbt_vars_carry_the_partition_date_and_reject_garbage():
         dbt_vars("2025-06-30; drop table x")
 
 
+def test_dbt_models_are_described_by_their_yml_or_their_opening_sql_comment(definitions):
+    """A model without a yml description would read "dbt model <name>" in the asset graph and
+    the catalog; it gets the comment its SQL opens with (after a config block), raw SQL after."""
+    graph = definitions.resolve_asset_graph()
+
+    def description(*path):
+        return graph.get(dg.AssetKey(list(path))).description or ""
+
+    assert description("staging", "stg_crm__orders").startswith(
+        "Orders in UTC with amounts in the reporting currency. Dedupe rule:")
+    # config block first, then the comment
+    assert description("marts", "customer_profile").startswith("One row per (as_of_date, ")
+    # a yml description wins
+    assert description("marts", "customer_features").startswith("Point-in-time customer features.")
+    assert "#### Raw SQL:" in description("staging", "stg_crm__orders")
+    for key in graph.get_all_asset_keys():
+        if key.path[0] in ("staging", "intermediate", "marts"):
+            assert not description(*key.path).startswith("dbt model"), key
+
+
+def test_leading_comment_of_a_model():
+    from dagster_project.defs.dbt.translator import leading_comment
+
+    sql = "{{\n  config(materialized='table')\n}}\n-- First line,\n--  second.\nselect 1 -- x\n"
+    assert leading_comment(sql) == "First line, second."
+    assert leading_comment("-- only\n-- a comment") == "only a comment"
+    assert leading_comment("select 1\n-- late comment") == ""
+
+
 @pytest.mark.slow
 def test_dagster_dev_prepares_the_dbt_project_with_the_venvs_dbt(tmp_path):
     """`.venv/bin/dagster dev` (`make dev`) with the venv not activated: dbt is not on PATH, and
