@@ -178,3 +178,21 @@ def test_raw_suite_and_reconciliation():
     counts.loc[1, "quarantined"] = 1
     assert q.run_suite(q.reconciliation_frame(counts), "reconcile",
                        q.reconciliation_suite()).success
+
+
+def test_the_check_headline_names_every_failed_expectation():
+    """The UI shows the check's description first: all failures, not the first one only."""
+    frame = make_segments()
+    frame.loc[:296, "primary_segment"] = "maintain"
+    prev = {s: 60 for s in SEGMENTS}
+    res = q.check_segments(frame, SEGMENTS, DRIVERS, previous_sizes=prev, max_share=1.0,
+                           segment_bounds={"maintain": (0.0, 0.98)}, max_size_change=0.5)
+    line = res.headline(1000)
+    assert len(line) <= 1000
+    assert line.startswith(f"segments: FAILED, {res.n_failed} of {res.n_expectations} ")
+    assert "[share] where segment == 'maintain'" in line
+    assert "[size_change]" in line and "observed=" in line
+    ok = q.check_segments(make_segments(), SEGMENTS, DRIVERS)
+    assert ok.headline() == f"segments: passed ({ok.n_expectations} expectations)"
+    broken = q.SuiteResult("raw", False, 0, 1, error="check raised: boom")
+    assert broken.headline() == "raw: FAILED, 1 of 0 expectations: error: check raised: boom"

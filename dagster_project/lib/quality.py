@@ -111,6 +111,21 @@ class SuiteResult:
     def warnings(self) -> list[ExpectationOutcome]:
         return [r for r in self.results if not r.success and not r.blocking]
 
+    def headline(self, limit: int = 1000) -> str:
+        """One paragraph for the check's description in the UI: passed, or how many blocking
+        expectations failed and each of them (expectation, bounds, observed value, examples),
+        every failure given its share of `limit`, so the second failure is not cut off."""
+        if self.success:
+            return f"{self.suite_name}: passed ({self.n_expectations} expectations)"
+        items = [r.describe() for r in self.failed]
+        if self.error:
+            items.insert(0, f"error: {self.error}")
+        head = (f"{self.suite_name}: FAILED, {self.n_failed} of {self.n_expectations} "
+                f"expectations: ")
+        room = max(120, (limit - len(head)) // max(len(items), 1) - 3)
+        items = [i if len(i) <= room else i[:room - 3] + "..." for i in items]
+        return (head + " | ".join(items) if items else head + "no detail")[:limit]
+
     def summary_text(self) -> str:
         head = (f"suite {self.suite_name}: {'PASSED' if self.success else 'FAILED'} "
                 f"({self.n_expectations} expectations, {self.n_failed} failed)")

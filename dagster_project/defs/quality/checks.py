@@ -110,13 +110,12 @@ def run_gate(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource, sui
         result = _error_result(suite, exc_)
     for line in result.summary_text().splitlines():
         (context.log.info if result.success else context.log.error)(line)
-    first = result.failed[0].describe() if result.failed else (result.error or "")
     return dg.AssetCheckResult(
         passed=bool(result.success),
         severity=dg.AssetCheckSeverity.ERROR,
-        description=(f"{suite}: passed ({result.n_expectations} expectations)"
-                     if result.success else f"{suite}: FAILED {first}"[:1000]),
-        metadata=result_metadata(result, version),
+        description=result.headline(1000),
+        # the check itself is not partitioned: the UI shows "Partition —" without this
+        metadata={"partition": context.partition_key, **result_metadata(result, version)},
     )
 
 
