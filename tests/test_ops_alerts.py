@@ -286,3 +286,16 @@ def test_drift_compares_with_the_last_published_day_before_the_partition(tmp_pat
     assert ref == dt.date(2025, 6, 27) and all(v < 0.1 for v in values.values())
     assert compute_drift(con, dt.date(2025, 6, 27)) == (None, {})
     con.close()
+
+
+def test_the_alert_names_the_partition_of_a_backfill_run_too():
+    """Runs of an asset backfill (UI: Materialize -> a date range) carry no dagster/partition
+    tag, only the range they cover; the alert named no partition for them."""
+    assert alerts.run_partition({"dagster/partition": "2025-06-30"}) == "2025-06-30"
+    assert alerts.run_partition({"dagster/asset_partition_range_start": "2025-06-29",
+                                 "dagster/asset_partition_range_end": "2025-06-29",
+                                 "dagster/backfill": "abcdefgh"}) == "2025-06-29"
+    assert alerts.run_partition({"dagster/asset_partition_range_start": "2025-06-01",
+                                 "dagster/asset_partition_range_end": "2025-06-07"}
+                                ) == "2025-06-01...2025-06-07"
+    assert alerts.run_partition({}) is None

@@ -13,6 +13,7 @@ from dagster_project.lib.alerts import (
     post_webhook,
     root_error,
     run_failure_record,
+    run_partition,
 )
 
 
@@ -27,7 +28,7 @@ def alert_for(context: dg.RunFailureSensorContext) -> AlertRecord:
     return run_failure_record(
         run_id=run.run_id,
         job=run.job_name,
-        partition=run.tags.get("dagster/partition"),
+        partition=run_partition(run.tags),
         failed_steps=steps,
         run_message=context.failure_event.message if context.failure_event else None,
     )

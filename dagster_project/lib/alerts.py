@@ -72,6 +72,20 @@ def root_error(err) -> str:
     return message
 
 
+def run_partition(tags: Mapping[str, str]) -> str | None:
+    """The partition a run was for, from its tags. A run of the nightly job (schedule, `cli
+    run`, launchpad) carries `dagster/partition`; a run of an asset backfill (the UI's
+    *Materialize -> a date range*) carries only the range it covers, one day here
+    (`one_run_per_partition`), or "start...end" were it several."""
+    if tags.get("dagster/partition"):
+        return tags["dagster/partition"]
+    start = tags.get("dagster/asset_partition_range_start")
+    end = tags.get("dagster/asset_partition_range_end")
+    if start and end:
+        return start if start == end else f"{start}...{end}"
+    return start or end or None
+
+
 def run_failure_record(run_id: str, job: str, partition: str | None,
                        failed_steps: Sequence[tuple[str, str | None]],
                        run_message: str | None) -> AlertRecord:
