@@ -131,8 +131,10 @@ def test_a_failing_run_produces_an_alert_record_and_a_webhook_post(
 
     raw = tmp_path / "raw"
     shutil.copytree(small / "raw", raw)
-    # a required column missing from the day's orders file -> IngestError in ingest_sources
-    path = raw / "crm" / "orders" / f"{END.isoformat()}.csv"
+    # a required column missing from the newest orders file -> IngestError in ingest_sources
+    # (the newest, not END's: 200 customers do not buy every day)
+    path = sorted((raw / "crm" / "orders").glob("*.csv"))[-1]
+    assert path.stem <= END.isoformat()
     rows = list(csv.reader(path.open()))
     rows[0] = ["order_date" if c == "ordered_at" else c for c in rows[0]]
     with path.open("w", newline="") as f:
@@ -252,6 +254,26 @@ def test_psi_is_zero_for_the_same_distribution_and_large_for_a_shifted_one():
     assert drift.psi([0.5] * 100, [0.5] * 100) == pytest.approx(0.0)  # constant: no crash
     with pytest.raises(ValueError):
         drift.psi([], [0.1])
+
+
+def test_fixed_probability_bins_do_not_read_a_retrained_models_new_steps_as_drift():
+    """Two days of calibrated scores: the same underlying probabilities, but each day's
+    isotonic calibration rounds them to its own few dozen step values. Quantile bins collapse
+    on the ties and report a shift; ten fixed bins on [0, 1] do not. A real shift still
+    fails with fixed bins."""
+    rng = np.random.default_rng(1)
+    p = rng.beta(1.2, 6, 20000)
+
+    def steps(values, seed):
+        knots = np.sort(np.random.default_rng(seed).uniform(0, 1, 30))
+        return knots[np.clip(np.searchsorted(knots, values), 0, len(knots) - 1)]
+
+    day1, day2 = steps(p, 2), steps(p, 3)
+    assert len(np.unique(day1)) <= 30
+    assert drift.psi(day1, day2) > drift.FAIL_PSI  # quantile bins: a false alarm
+    assert drift.psi(day1, day2, edges=drift.PROBABILITY_EDGES) < drift.WARN_PSI
+    shifted = steps(rng.beta(3, 4, 20000), 3)
+    assert drift.psi(day1, shifted, edges=drift.PROBABILITY_EDGES) > drift.FAIL_PSI
 
 
 def test_drift_compares_with_the_last_published_day_before_the_partition(tmp_path):

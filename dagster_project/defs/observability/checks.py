@@ -89,7 +89,8 @@ def compute_drift(con, as_of: dt.date) -> tuple[dt.date | None, dict[str, float 
                 f"where as_of_date = ? and {col} is not null", [d]).fetchnumpy()[col]
             for d in (as_of, reference)
         )
-        out[target] = drift.psi(ref, cur) if len(cur) and len(ref) else None
+        out[target] = (drift.psi(ref, cur, edges=drift.PROBABILITY_EDGES)
+                       if len(cur) and len(ref) else None)
     return reference, out
 
 
