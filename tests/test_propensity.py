@@ -98,7 +98,7 @@ def test_validation_is_the_latest_labelled_cutoff_and_training_is_strictly_earli
     last = f["cutoff_date"].max()
     f.loc[f["cutoff_date"] == last, TARGET] = np.nan
     folds = prepare(f, TARGET)
-    valid = folds.loc[folds["fold"] != "train"]
+    valid = folds.loc[folds["fold"].isin(["early_stop", "calibration"])]
     train = folds.loc[folds["fold"] == "train"]
     expected_valid = pd.Timestamp(last - dt.timedelta(weeks=1))
     assert (valid["cutoff_date"] == expected_valid).all()
@@ -108,6 +108,14 @@ def test_validation_is_the_latest_labelled_cutoff_and_training_is_strictly_earli
     es = set(valid.loc[valid["fold"] == "early_stop", "customer_id"])
     cal = set(valid.loc[valid["fold"] == "calibration", "customer_id"])
     assert es and cal and not es & cal and len(es | cal) == len(valid)
+    # validation customers are never trained on (label windows of late training cutoffs
+    # overlap the validation window), and about half the customers validate
+    assert not set(train["customer_id"]) & (es | cal)
+    n = f["customer_id"].nunique()
+    assert 0.4 * n < len(es | cal) < 0.6 * n
+    # every labelled row is in exactly one fold; the rest are marked unused, not dropped
+    assert len(folds) == f[TARGET].notna().sum()
+    assert set(folds["fold"]) == {"train", "early_stop", "calibration", "unused"}
 
 
 def test_trained_result_records_its_windows_and_row_counts(result, frame):
@@ -116,8 +124,9 @@ def test_trained_result_records_its_windows_and_row_counts(result, frame):
     assert result.valid_cutoff == cutoffs[-1].isoformat()
     assert result.train_cutoffs == tuple(c.isoformat() for c in cutoffs[:-1])
     assert result.train_window == (cutoffs[0].isoformat(), cutoffs[-2].isoformat())
-    assert result.n_rows["train"] == 5 * 3000
-    assert result.n_rows["early_stop"] + result.n_rows["calibration"] == 3000
+    n_valid = result.n_rows["early_stop"] + result.n_rows["calibration"]
+    assert result.n_rows["train"] == 5 * (3000 - n_valid)  # the other customers, 5 cutoffs
+    assert 0.4 * 3000 < n_valid < 0.6 * 3000
     assert result.label_overlap_days == 30 - 7
     assert 1 <= result.best_iteration < CONFIG.lgbm.n_estimators
 

@@ -6,14 +6,20 @@ population or window not complete). Scoring uses the features at the partition d
 
 Policies (each stated once, here):
 
-Folds — time-based, never random. Only rows with a non-null label take part. The rows at the
-  most recent labelled cutoff are the validation fold; all earlier cutoffs are training.
-  The validation fold is split deterministically into two halves by a hash of customer_id:
-  the *early-stopping* half (LightGBM stops on its log-loss) and the *calibration* half
-  (the calibrator is fitted on it and every reported metric is computed on it). So no
-  metric is measured on the data that chose the number of trees. Note: for horizons longer
-  than the cutoff step, the label windows of the last training cutoffs reach past the
-  validation cutoff; ``label_overlap_days`` in the result says by how much.
+Folds — time-based, never random, and customer-disjoint. Only rows with a non-null label
+  take part. Customers are split in two by a hash of customer_id: *training customers*,
+  whose rows at every cutoff before the most recent labelled one are the training fold, and
+  *validation customers*, whose rows at the most recent labelled cutoff are the validation
+  fold. Why disjoint: for horizons longer than the cutoff step the label windows of the last
+  training cutoffs reach past the validation cutoff (``label_overlap_days`` in the result
+  says by how much), so a customer's training label could carry the very purchase their
+  validation label asks about. Measured on the 3,000-customer test data: purchase_30d AUC
+  0.917 with the validation customers' earlier rows in training, 0.787 without. The other
+  rows (validation customers' earlier cutoffs, training customers' latest) are not used.
+  The validation fold is split again by the hash into two halves: the *early-stopping* half
+  (LightGBM stops on its log-loss) and the *calibration* half (the calibrator is fitted on
+  it and every reported metric is computed on it). So no metric is measured on the data
+  that chose the number of trees, or on customers the model was trained on.
 
 Order — rows are sorted by (cutoff_date, customer_id) before anything else: LightGBM is
   deterministic only for an identical row order (PITFALLS.md). Duplicate keys are an error.
@@ -245,7 +251,7 @@ def _customer_hash(customer_ids: pd.Series) -> np.ndarray:
 
 def prepare(frame: pd.DataFrame, target: str) -> pd.DataFrame:
     """Rows with a label for ``target``, sorted by (cutoff_date, customer_id), with a
-    ``fold`` column: "train", "early_stop" or "calibration" (see the module docstring)."""
+    ``fold`` column: "train", "early_stop", "calibration" or "unused" (module docstring)."""
     if target not in frame.columns:
         raise ValueError(f"label column {target!r} not in the training frame")
     df = frame.loc[frame[target].notna()].copy()
@@ -265,10 +271,14 @@ def prepare(frame: pd.DataFrame, target: str) -> pd.DataFrame:
         )
     fold = np.full(len(df), "train", dtype=object)
     if len(df):
-        valid = (df[CUTOFF] == df[CUTOFF].max()).to_numpy()
-        half = (_customer_hash(df[CUSTOMER]) % np.uint64(2)).astype(bool)
-        fold[valid & ~half] = "early_stop"
-        fold[valid & half] = "calibration"
+        latest = (df[CUTOFF] == df[CUTOFF].max()).to_numpy()
+        h = _customer_hash(df[CUSTOMER])
+        half = (h % np.uint64(2)).astype(bool)  # early stop / calibration
+        # bit 2: validation customers (bit 1 splits the calibration half for cross-fitting)
+        validates = ((h >> np.uint64(2)) % np.uint64(2)).astype(bool)
+        fold[latest != validates] = "unused"
+        fold[latest & validates & ~half] = "early_stop"
+        fold[latest & validates & half] = "calibration"
     df["fold"] = fold
     return df
 
@@ -385,7 +395,8 @@ def train_target(
 
     train = _sample_per_cutoff(df.loc[df["fold"] == "train"], config.max_train_rows, config.seed)
     valid = _sample_per_cutoff(
-        df.loc[df["fold"] != "train"], config.max_valid_rows, config.seed + 1
+        df.loc[df["fold"].isin(["early_stop", "calibration"])], config.max_valid_rows,
+        config.seed + 1,
     )
     es = valid.loc[valid["fold"] == "early_stop"]
     cal = valid.loc[valid["fold"] == "calibration"]

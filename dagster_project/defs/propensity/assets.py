@@ -54,11 +54,11 @@ class PropensityConfig(dg.Config):
     # computed for its highest-scored customers only (lib/propensity.explain_mask); the rest
     # have NULL drivers and the asset metadata says how many were explained.
     max_explained_customers: int = 25_000
-    num_leaves: int = 31
+    num_leaves: int = 15
     max_bin: int = 63  # histogram bins per feature (LightGBM default 255)
-    learning_rate: float = 0.2
-    n_estimators: int = 300
-    early_stopping_rounds: int = 30
+    learning_rate: float = 0.05
+    n_estimators: int = 600
+    early_stopping_rounds: int = 50
     min_child_samples: int = 100
     min_positives: int = 100
     min_negatives: int = 100
