@@ -21,6 +21,7 @@ def peak_rss_mb() -> float:
 def main() -> None:
     kind, arg, partition = sys.argv[1], sys.argv[2], sys.argv[3]
     rows = None
+    steps: dict[str, float] = {}
     if kind == "generate":
         from pathlib import Path
 
@@ -43,9 +44,10 @@ def main() -> None:
 
         d = defs()
         job = d.resolve_job_def("nightly")
+        names = arg.split("+")  # nodes that must share one run, e.g. the gate and the publish
         keys = [k for a in d.resolve_all_asset_specs() for k in [a.key]] and [
             k for ad in d.get_repository_def().assets_defs_by_key.values()
-            if ad.is_materializable and ad.node_def.name == arg for k in ad.keys]
+            if ad.is_materializable and ad.node_def.name in names for k in ad.keys]
         keys = sorted(set(keys))
         run_config = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
         t0 = time.perf_counter()
@@ -53,10 +55,20 @@ def main() -> None:
         # (freshness, drift, the gates) by its op name. (An empty asset selection would run
         # the whole job.)
         selection = {"asset_selection": keys} if keys else {"op_selection": [arg]}
+        instance = dg.DagsterInstance.ephemeral()
         result = job.execute_in_process(partition_key=partition, run_config=run_config,
-                                        raise_on_error=False,
-                                        instance=dg.DagsterInstance.ephemeral(), **selection)
+                                        raise_on_error=False, instance=instance, **selection)
         seconds = time.perf_counter() - t0
+        # per step (an asset node runs with the checks on its assets): start to end
+        starts: dict[str, float] = {}
+        for entry in instance.all_logs(result.run_id):
+            ev = entry.dagster_event
+            if ev is None or not ev.step_key:
+                continue
+            if ev.event_type_value == "STEP_START":
+                starts[ev.step_key] = entry.timestamp
+            elif ev.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and ev.step_key in starts:
+                steps[ev.step_key] = round(entry.timestamp - starts[ev.step_key], 2)
         if not result.success:
             errors = [f"{e.step_key}: {e.event_specific_data.error.message[-500:]}"
                       for e in result.all_events
@@ -66,7 +78,7 @@ def main() -> None:
     else:
         raise SystemExit(f"unknown stage kind {kind}")
     print(json.dumps({"stage": arg if kind == "node" else kind, "seconds": round(seconds, 2),
-                      "peak_rss_mb": peak_rss_mb(), "rows": rows}))
+                      "peak_rss_mb": peak_rss_mb(), "rows": rows, "steps": steps}))
 
 
 if __name__ == "__main__":
