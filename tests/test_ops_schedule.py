@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -55,6 +56,24 @@ def test_nightly_job_retries_runs_only_for_failures_outside_steps():
 
     assert nightly_job.tags["dagster/max_retries"] == "1"
     assert nightly_job.tags["dagster/retry_on_asset_or_op_failure"] == "false"
+
+
+@pytest.mark.parametrize("config", ["dagster.yaml", "dagster.postgres.yaml"])
+def test_every_run_including_ui_backfills_gets_the_same_run_retry_policy(config, monkeypatch):
+    """Backfills launched from the UI run as __ASSET_JOB, without the nightly job's tags: the
+    instance's own policy must give them one retry for failures outside their steps."""
+    import yaml
+    from dagster._config import process_config
+    from dagster._core.instance.config import dagster_instance_config_schema
+
+    for var in ("DS_PG_HOST", "DS_PG_PORT", "DS_PG_USER", "DS_PG_PASSWORD", "DS_PG_DB"):
+        monkeypatch.setenv(var, "5432" if var.endswith("PORT") else "x")
+
+    raw = yaml.safe_load((Path(__file__).parent.parent / "deploy" / config).read_text())
+    result = process_config(dagster_instance_config_schema(), raw)
+    assert result.success, result.errors
+    retries = result.value["run_retries"]
+    assert retries == {"enabled": True, "max_retries": 1, "retry_on_asset_or_op_failure": False}
 
 
 def test_decision_segments_carries_a_freshness_policy_tied_to_the_schedule():
