@@ -136,10 +136,11 @@ def bench_scale(customers: int, days: int, out: Path, peer_limit: int,
             f.unlink()
     from dagster_project.definitions import defs
 
-    job = defs().resolve_job_def("nightly")
+    definitions = defs()
+    job = definitions.resolve_job_def("nightly")
     # An asset-check node runs in the stage of the asset node it checks (a node's assets are
     # selected with their checks; the gates must run in the run that wrote the candidates).
-    repo = defs().get_repository_def()
+    repo = definitions.get_repository_def()
     asset_node = {k: ad.node_def.name for ad in repo.assets_defs_by_key.values()
                   if ad.is_materializable for k in ad.keys}
     check_targets: dict[str, set] = {}

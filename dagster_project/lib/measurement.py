@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from dagster_project.lib.warehouse import table_exists
+
 HOLDOUT_SALT = "ds-holdout-v1"
 HOLDOUT_SHARE = 0.10
 
@@ -497,34 +499,32 @@ NO_LOG = "no activation log yet"
 # one row per (activation_date, customer_id, segment) and source, up to $as_of (the source log:
 # only rows landed by then); a member listed in both groups (bad input) gets test_group
 # 'conflict' and is left out of every estimate
+_LOG_FILTER = {
+    SOURCE_LOG: "activation_date <= $as_of and landed_date <= $as_of",
+    PUBLISHED_LOG: "audience_kind = 'activation' and as_of_date <= $as_of",
+}
 _LOG_SELECT = {
-    SOURCE_LOG: """
+    SOURCE_LOG: f"""
     select
         activation_date,
         customer_id,
         segment,
         case when count(distinct test_group) > 1 then 'conflict' else min(test_group) end as test_group
-    from staging.stg_marketing__activation_log
-    where activation_date <= $as_of and landed_date <= $as_of
+    from {SOURCE_LOG}
+    where {_LOG_FILTER[SOURCE_LOG]}
     group by activation_date, customer_id, segment""",
-    PUBLISHED_LOG: """
+    PUBLISHED_LOG: f"""
     select
         as_of_date as activation_date,
         customer_id,
         audience as segment,
         case when count(distinct coalesce(holdout, false)) > 1 then 'conflict'
              when bool_or(coalesce(holdout, false)) then 'holdout' else 'treated' end as test_group
-    from published.audiences_history
-    where audience_kind = 'activation' and as_of_date <= $as_of
+    from {PUBLISHED_LOG}
+    where {_LOG_FILTER[PUBLISHED_LOG]}
     group by as_of_date, customer_id, audience""",
 }
 _LOG_CTE = {SOURCE_LOG: "source_log", PUBLISHED_LOG: "published_log"}
-_LOG_COUNT_SQL = {
-    SOURCE_LOG: "select count(*) from staging.stg_marketing__activation_log "
-                "where activation_date <= $as_of and landed_date <= $as_of",
-    PUBLISHED_LOG: "select count(*) from published.audiences_history "
-                   "where audience_kind = 'activation' and as_of_date <= $as_of",
-}
 
 
 def activation_log_sql(sources: Iterable[str]) -> str:
@@ -551,11 +551,11 @@ def activation_log_sources(con, as_of) -> dict[str, int]:
     counts, before deduplication); an empty dict when there is no activation log yet."""
     out = {}
     for source in ACTIVATION_LOG_SOURCES:
-        schema, name = source.split(".")
-        exists = con.execute(
-            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-            [schema, name]).fetchone()[0] > 0
-        if exists and (n := con.execute(_LOG_COUNT_SQL[source], {"as_of": as_of}).fetchone()[0]):
+        if not table_exists(con, *source.split(".")):
+            continue
+        n = con.execute(f"select count(*) from {source} where {_LOG_FILTER[source]}",
+                        {"as_of": as_of}).fetchone()[0]
+        if n:
             out[source] = int(n)
     return out
 

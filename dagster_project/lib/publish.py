@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .quality import SuiteResult
+from .warehouse import table_exists
 
 AUDIT = "audit"
 PUBLISHED = "published"
@@ -110,12 +111,6 @@ def ensure_schemas(con) -> None:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-def table_exists(con, schema: str, table: str) -> bool:
-    return con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? "
-        "AND table_name = ?", [schema, table]).fetchone()[0] > 0
 
 
 def content_hash(con, relation: str, exclude: Sequence[str] = ()) -> str:

@@ -8,6 +8,13 @@ import duckdb
 import pandas as pd
 
 
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    """Whether ``schema.table`` (a table or a view) exists."""
+    return con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? "
+        "AND table_name = ?", [schema, table]).fetchone()[0] > 0
+
+
 def replace_partition(
     con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame, as_of: dt.date
 ) -> int:

@@ -26,7 +26,7 @@ from dagster_project.defs.resources import warehouse
 from dagster_project.lib import measurement as M
 from dagster_project.lib import report as rpt
 from dagster_project.lib.segments import SEGMENTS
-from dagster_project.lib.warehouse import replace_partition
+from dagster_project.lib.warehouse import replace_partition, table_exists
 
 NO_EARLIER = "no earlier partition"
 
@@ -60,12 +60,6 @@ def _as_of(context: dg.AssetExecutionContext) -> dt.date:
     return dt.date.fromisoformat(context.partition_key)
 
 
-def _relation_exists(con, schema: str, name: str) -> bool:
-    return con.execute(
-        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-        [schema, name]).fetchone()[0] > 0
-
-
 def _primary_segments(con, as_of: dt.date) -> pd.DataFrame:
     return con.execute(
         "select customer_id, primary_segment as segment from segmentation.decision_segments "
@@ -85,7 +79,7 @@ def _asset(**kw):
 # --------------------------------------------------------------------------- incrementality
 def published_holdout_share(con, as_of: dt.date) -> pd.DataFrame:
     """Members and holdout share per published activation audience of the partition."""
-    if not _relation_exists(con, "published", "audiences_history"):
+    if not table_exists(con, "published", "audiences_history"):
         return pd.DataFrame(columns=["audience", "members", "holdout", "holdout_share"])
     return con.execute("""
         select audience, count(*) as members, count(*) filter (where holdout) as holdout,
