@@ -42,13 +42,16 @@ def metrics(nightly_run):
 
 
 # Known failures, kept visible (strict: they turn red the day they pass, so the marker must
-# go). Until this session the validation customers' own earlier cutoffs were in the training
-# fold, and for horizons longer than the 7-day cutoff step those training labels cover part
-# of the validation window: the reported AUCs were inflated (purchase_30d 0.917 on this
-# fixture). With customer-disjoint validation (lib/propensity.py, "Folds") the honest figures
-# on this 3,000-customer, 181-day fixture are: purchase_30d 0.787-0.804 vs planted truth
-# 0.924 on the same customers; repeat_90d 0.548 vs baseline 0.595; discount_next_order 0.762
-# vs baseline 0.773. Issue 3 stays open on this.
+# go). With customer-disjoint validation (lib/propensity.py, "Folds") the honest figures on
+# this 3,000-customer, 181-day fixture are: purchase_30d 0.787-0.804 vs planted truth 0.924
+# on the same customers; repeat_90d 0.548 vs baseline 0.595; discount_next_order 0.762 vs
+# baseline 0.773. Why the truth bar is out of reach: the planted probability knows latent
+# state the data do not show (whether a customer has silently dropped out -- 42% of the
+# default data's validation customers -- and their true rate). A LightGBM fitted to the
+# planted probability itself, on the same features and customers, scores 0.862 on the
+# default data where the model scores 0.861 and the truth 0.929 (scripts/model_ceiling.py;
+# more cutoffs, hyperparameters and extra web-history features moved none of it). The test
+# after these two asserts what is reachable: the model is at that feature ceiling.
 KNOWN_HONEST_GAP = pytest.mark.xfail(
     strict=True, reason="honest (customer-disjoint) validation: models below the issue-3 bar "
     "on the 3,000-customer fixture; figures in the comment above")
@@ -93,6 +96,38 @@ def test_purchase_30d_auc_is_within_005_of_the_planted_true_probability(nightly_
           f"planted truth AUC {truth_auc:.3f}, stored metric {metrics.loc[target, 'model_roc_auc']:.3f}")
     assert abs(model_auc - truth_auc) <= 0.05
     assert model_auc == pytest.approx(metrics.loc[target, "model_roc_auc"], abs=0.02)
+
+
+def test_purchase_30d_model_reaches_the_feature_ceiling(nightly_run, metrics):
+    """The reachable bar: LightGBM fitted to the planted probability itself (no label noise),
+    on the same training customers, cutoffs and features, is what the features can carry of
+    the truth. The trained model must be within 0.02 AUC of it on the validation customers
+    (the 0.05-of-truth bar above is out of reach for any model of these features)."""
+    import duckdb
+
+    target = "purchase_30d"
+    con = duckdb.connect(str(nightly_run["db"]), read_only=True)
+    frame = con.execute(TRAINING_SQL.replace("{target}", target),
+                        {"as_of": END, "n_cutoffs": 6, "max_customers": 150_000}).df()
+    con.close()
+    truth = pd.read_parquet(nightly_run["truth"] / "purchase_probability.parquet")
+    truth["cutoff_date"] = pd.to_datetime(truth["cutoff_date"])
+    prepared = pm.prepare(frame, target).merge(truth, on=["cutoff_date", "customer_id"],
+                                               how="left")
+    train = prepared[(prepared["fold"] == "train") & prepared["p_purchase_30d"].notna()]
+    valid = prepared[(prepared["fold"] == "calibration") & prepared["p_purchase_30d"].notna()]
+    assert len(train) > 1000 and len(valid) > 300
+    model = pm.load_model(nightly_run["root"] / "models" / target / END.isoformat())
+    y = valid[target].to_numpy()
+    model_auc = roc_auc_score(y, pm.score(model, valid)["raw_score"])
+    ceiling = pm.fit_soft_target(train, "p_purchase_30d", FEATURE_COLUMNS)
+    ceiling_auc = roc_auc_score(y, ceiling.predict(valid[list(FEATURE_COLUMNS)]
+                                                   .to_numpy(dtype=float, na_value=np.nan)))
+    truth_auc = roc_auc_score(y, valid["p_purchase_30d"])
+    print(f"purchase_30d on {len(valid)} validation customers: model {model_auc:.3f}, "
+          f"feature ceiling {ceiling_auc:.3f}, planted truth {truth_auc:.3f}")
+    assert model_auc >= ceiling_auc - 0.02
+    assert ceiling_auc < truth_auc  # the truth knows what the features cannot
 
 
 def test_scores_are_calibrated_probabilities_with_three_readable_drivers(nightly_run):

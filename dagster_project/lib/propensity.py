@@ -480,6 +480,24 @@ def train_target(
     return result
 
 
+def fit_soft_target(
+    train: pd.DataFrame, target_col: str, feature_cols: list[str] | tuple[str, ...],
+    config: TrainConfig | None = None, n_trees: int = 300,
+) -> lgb.Booster:
+    """LightGBM fitted to a probability in [0, 1] (cross-entropy objective), not a 0/1 label.
+
+    For evaluation only: fitted to a generator's planted probability it is the *feature
+    ceiling*, what the features can carry of the truth with no label noise to learn through
+    (scripts/model_ceiling.py, tests/test_pipeline_models.py)."""
+    config = config or TrainConfig()
+    params = {**config.lgb_params(), "objective": "cross_entropy", "metric": "cross_entropy"}
+    data = lgb.Dataset(
+        _matrix(train, tuple(feature_cols)), label=train[target_col].to_numpy(dtype=float),
+        params={"max_bin": config.lgbm.max_bin, "verbosity": -1},
+    )
+    return lgb.train(params, data, num_boost_round=n_trees)
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
