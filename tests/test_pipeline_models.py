@@ -214,3 +214,22 @@ def test_above_the_drivers_cap_only_the_highest_scores_are_explained(nightly_run
         assert s.loc[~explained, f"{t}_score"].max() <= s.loc[explained, f"{t}_score"].min(), t
         assert s.loc[~explained, f"{t}_drivers_text"].isna().all(), t
         assert s.loc[explained, f"{t}_drivers_text"].str.contains("↑|↓").all(), t
+
+
+def test_dbt_assets_report_their_row_counts(nightly_run):
+    """Every dbt model's materialization carries dagster/row_count (read after dbt released
+    the warehouse); tables keyed by as_of_date also carry the partition's rows."""
+    mats = {e.asset_key.to_user_string(): e.materialization.metadata
+            for e in nightly_run["result"].get_asset_materialization_events()}
+    features = mats["marts/customer_features"]
+    n = query(nightly_run["db"], "select count(*) n from marts.customer_features "
+              "where as_of_date = ?", [END])["n"][0]
+    assert features["rows_in_partition"].value == n > 1000
+    assert features["dagster/row_count"].value >= n
+    orders = mats["staging/stg_crm__orders"]
+    total = query(nightly_run["db"], "select count(*) n from staging.stg_crm__orders")["n"][0]
+    assert orders["dagster/row_count"].value == total > 0
+    assert "rows_in_partition" not in orders
+    dbt_keys = [k for k, m in mats.items() if "unique_id" in m]
+    missing = [k for k in dbt_keys if "dagster/row_count" not in mats[k]]
+    assert len(dbt_keys) >= 15 and not missing, missing

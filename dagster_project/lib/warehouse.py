@@ -41,3 +41,26 @@ def replace_partition(
     if n != len(frame):  # a failed statement makes COMMIT roll back silently (PITFALLS.md)
         raise RuntimeError(f"{table}: wrote {len(frame)} rows for {as_of}, read back {n}")
     return n
+
+
+def relation_row_counts(
+    con: duckdb.DuckDBPyConnection, relations: dict[str, tuple[str, str]], as_of: dt.date
+) -> dict[str, dict[str, int]]:
+    """Row counts of dbt relations, for the asset metadata: ``{key: {"rows": n}}``, plus
+    ``"rows_in_partition"`` (rows with ``as_of_date = as_of``) for relations that have an
+    ``as_of_date`` column. ``relations`` maps a key to (schema, name); a relation that does
+    not exist (a model that was skipped or failed) is left out, not guessed."""
+    out: dict[str, dict[str, int]] = {}
+    for key, (schema, name) in relations.items():
+        if not table_exists(con, schema, name):
+            continue
+        rel = f'"{schema}"."{name}"'
+        counts = {"rows": int(con.execute(f"select count(*) from {rel}").fetchone()[0])}
+        has_date = con.execute(
+            "select count(*) from information_schema.columns where table_schema = ? "
+            "and table_name = ? and column_name = 'as_of_date'", [schema, name]).fetchone()[0]
+        if has_date:
+            counts["rows_in_partition"] = int(con.execute(
+                f"select count(*) from {rel} where as_of_date = ?", [as_of]).fetchone()[0])
+        out[key] = counts
+    return out

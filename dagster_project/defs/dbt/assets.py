@@ -1,13 +1,19 @@
 """dbt models as Dagster assets, one partition per run, vars built by a tested pure function."""
 
+import datetime as dt
+import json
 
 import dagster as dg
 from dagster_dbt import DbtCliResource, dbt_assets
+from dagster_duckdb import DuckDBResource
+from duckdb import Error as DuckDBError
 
 from dagster_project.defs.dbt.project import dbt_project
 from dagster_project.defs.dbt.translator import ProjectTranslator
 from dagster_project.defs.partitions import DUCKDB_POOL, daily_partitions, one_run_per_partition
+from dagster_project.defs.resources import warehouse
 from dagster_project.lib.dbt_vars import dbt_vars
+from dagster_project.lib.warehouse import relation_row_counts
 
 
 @dbt_assets(
@@ -17,9 +23,42 @@ from dagster_project.lib.dbt_vars import dbt_vars
     backfill_policy=one_run_per_partition,
     pool=DUCKDB_POOL,
 )
-def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, duckdb: DuckDBResource):
     """Staging, intermediate and point-in-time feature marts for the partition's as_of_date."""
     as_of = context.partition_key
-    yield from dbt.cli(
-        ["build", "--vars", dbt_vars(as_of)], context=context
-    ).stream()
+    # dbt holds the warehouse's write lock until it exits, so the row counts are read after
+    # the build: the events are collected (dbt's log still streams live) and yielded then.
+    events = list(dbt.cli(["build", "--vars", dbt_vars(as_of)], context=context).stream())
+    yield from with_row_counts(events, duckdb, dt.date.fromisoformat(as_of), context.log)
+
+
+def with_row_counts(events, duckdb: DuckDBResource, as_of: dt.date, log):
+    """The events, each model's Output carrying ``dagster/row_count`` (rows in the relation)
+    and, for tables keyed by as_of_date, ``rows_in_partition``. dagster-dbt's own
+    ``fetch_row_counts`` queries while dbt still holds DuckDB's lock, so it cannot be used."""
+    nodes = json.loads(dbt_project.manifest_path.read_text(encoding="utf-8"))["nodes"]
+    relations = {}
+    for ev in events:
+        uid = ev.metadata.get("unique_id") if isinstance(ev, dg.Output) else None
+        uid = getattr(uid, "value", uid)
+        if uid in nodes and nodes[uid]["resource_type"] == "model":
+            node = nodes[uid]
+            relations[uid] = (node["schema"], node.get("alias") or node["name"])
+    counts: dict = {}
+    if relations:
+        try:
+            with warehouse(duckdb) as con:
+                counts = relation_row_counts(con, relations, as_of)
+        except DuckDBError as exc:  # counts are metadata: never fail the build for them
+            log.warning(f"row counts not read: {exc}")
+    for ev in events:
+        uid = ev.metadata.get("unique_id") if isinstance(ev, dg.Output) else None
+        uid = getattr(uid, "value", uid)
+        if uid in counts:
+            c = counts[uid]
+            extra = {"dagster/row_count": c["rows"]}
+            if "rows_in_partition" in c:
+                extra["rows_in_partition"] = c["rows_in_partition"]
+            ev = ev.with_metadata({**ev.metadata, **extra})
+        yield ev
+
