@@ -4,6 +4,7 @@ partition end to end."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -162,6 +163,79 @@ def test_the_webserver_serves_the_asset_graph_from_workspace_yaml(tmp_path):
     finally:
         _stop(server)
     assert {"raw/crm__orders", "marts/customer_features", "decision_segments"} <= keys
+
+
+LAUNCH_BACKFILL = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on Error { message }
+  }
+}"""
+
+
+def _graphql(port: int, query: str, variables: dict | None = None) -> dict | None:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read()).get("data")
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.mark.slow
+def test_a_ui_backfill_runs_one_day_at_a_time_oldest_first(tiny, tmp_path):
+    """The backfill the UI launches (the same GraphQL mutation), served by the webserver and
+    run by the daemon on the production instance file: one run per day, started in date order,
+    each after the previous one ended (concurrency.runs.max_concurrent_runs 1). That is what makes
+    the segments gate's size change compare day D with the version published for the days
+    before it, as in the nightly sequence. The raw assets suffice to show the order."""
+    import dagster as dg
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.yaml").read_text())
+    env = _env(home, _data_dir(tmp_path, tiny))
+    port = _free_port()
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+             for cmd in ([str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h",
+                          "127.0.0.1", "-p", str(port)],
+                         [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"])]
+    days = [(END - dt.timedelta(days=k)).isoformat() for k in (2, 1, 0)]
+    try:
+        nodes = _wait(lambda: (_graphql(port, GRAPHQL_QUERY) or {}).get("assetNodes"), 90,
+                      "the webserver to serve the asset graph", every=1)
+        raw = [{"path": n["assetKey"]["path"]} for n in nodes
+               if n["assetKey"]["path"][0] == "raw"]
+        launched = _graphql(port, LAUNCH_BACKFILL, {"params": {
+            "partitionNames": list(reversed(days)), "assetSelection": raw}})
+        result = launched["launchPartitionBackfill"]
+        assert result["__typename"] == "LaunchBackfillSuccess", result
+        instance = dg.DagsterInstance.from_config(str(home))
+        runs_filter = dg.RunsFilter(tags={"dagster/backfill": result["backfillId"]})
+
+        def finished():
+            records = instance.get_run_records(filters=runs_filter)
+            done = [r for r in records if r.dagster_run.is_finished]
+            return records if len(done) == len(days) else None
+
+        records = _wait(finished, 300, "the backfill's three runs to finish", every=2)
+    finally:
+        for proc in procs:
+            _stop(proc)
+    records = sorted(records, key=lambda r: r.start_time)
+    # backfill runs carry their one-day range, not dagster/partition
+    tags = [r.dagster_run.tags for r in records]
+    assert [t["dagster/asset_partition_range_start"] for t in tags] == days
+    assert [t["dagster/asset_partition_range_end"] for t in tags] == days
+    assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records)
+    for earlier, later in zip(records, records[1:]):
+        assert later.start_time >= earlier.end_time
 
 
 # ----------------------------------------------------------------------------- (c)
