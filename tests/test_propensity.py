@@ -7,6 +7,7 @@ import pytest
 from dagster_project.lib.features import FEATURE_COLUMNS, FEATURES
 from dagster_project.lib.propensity import (
     LGBMParams,
+    auc_difference,
     TrainConfig,
     contributions,
     explain_mask,
@@ -152,6 +153,28 @@ def test_model_that_cannot_beat_its_baseline_is_flagged(frame):
     r = train_target(f, TARGET, FEATURE_COLS, CONFIG)
     assert r.baseline_metrics["roc_auc"] == pytest.approx(1.0)
     assert r.beats_baseline is False
+    assert r.baseline_comparison["verdict"] in ("worse", "indistinguishable")
+
+
+def test_model_vs_baseline_difference_carries_a_paired_bootstrap_interval(result):
+    c = result.baseline_comparison
+    assert c["auc_difference"] == pytest.approx(
+        result.metrics["roc_auc"] - result.baseline_metrics["roc_auc"])
+    assert c["ci_low"] < c["auc_difference"] < c["ci_high"]
+    assert c["verdict"] == "better" and c["ci_low"] > 0 and c["n_boot"] == 200
+
+
+def test_auc_difference_verdicts_follow_the_interval_not_the_point_estimate():
+    rng = np.random.default_rng(3)
+    y = (rng.random(4000) < 0.3).astype(float)
+    signal = y + rng.normal(0, 1.0, y.size)
+    noise_a, noise_b = rng.normal(size=y.size), rng.normal(size=y.size)
+    assert auc_difference(y, signal, noise_a)["verdict"] == "better"
+    assert auc_difference(y, noise_a, signal)["verdict"] == "worse"
+    tie = auc_difference(y, signal + 0.01 * noise_a, signal + 0.01 * noise_b)
+    assert tie["verdict"] == "indistinguishable" and tie["ci_low"] < 0 < tie["ci_high"]
+    # seeded: the same inputs give the same interval
+    assert auc_difference(y, signal, noise_a, seed=5) == auc_difference(y, signal, noise_a, seed=5)
 
 
 def test_target_with_50_positives_is_absent_with_a_reason_and_no_model(frame):

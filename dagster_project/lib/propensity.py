@@ -53,7 +53,9 @@ Baseline — per target, a one-feature ranking (``BASELINES``): recency rank for
   for discount and return. Missing values rank as the least likely (most likely for churn,
   where a missing last order means no recent order). The baseline gets the same metrics on
   the same half, its Brier score from its rank mapped to a probability by the same
-  cross-fitted isotonic procedure. ``beats_baseline`` is model roc_auc > baseline roc_auc.
+  cross-fitted isotonic procedure. ``beats_baseline`` is model roc_auc > baseline roc_auc;
+  ``baseline_comparison`` adds the difference's paired bootstrap 95% interval and a verdict
+  (better / indistinguishable / worse), so a difference within noise reads as one.
 """
 
 from __future__ import annotations
@@ -213,6 +215,8 @@ class TrainResult:
     baseline: dict[str, Any] | None = None  # the baseline used (feature, sign, description)
     baseline_metrics: dict[str, float] | None = None
     beats_baseline: bool | None = None
+    # model minus baseline ROC AUC with a paired bootstrap interval (auc_difference)
+    baseline_comparison: dict[str, Any] | None = None
     train_cutoffs: tuple[str, ...] = ()
     valid_cutoff: str | None = None
     train_window: tuple[str, str] | None = None  # first and last training cutoff
@@ -326,6 +330,42 @@ def top_decile_lift(y: np.ndarray, score: np.ndarray) -> float:
     slots = n_top - above.sum()
     positives = y[above].sum() + slots * y[tied].mean()
     return float(positives / n_top / base)
+
+
+def auc_difference(
+    y: np.ndarray, model_score: np.ndarray, baseline_score: np.ndarray,
+    n_boot: int = 200, seed: int = 0,
+) -> dict[str, Any]:
+    """Model minus baseline ROC AUC on the same rows, with a paired bootstrap 95% interval
+    (rows resampled together, both scores re-ranked on each resample).
+
+    ``verdict`` is "better" when the interval lies above 0, "worse" below, else
+    "indistinguishable": on a validation half of a thousand customers an AUC difference of
+    0.01 is within noise, and ``beats_baseline`` (the point estimates) alone would hide it.
+    """
+    y = np.asarray(y, dtype=float)
+    m = np.asarray(model_score, dtype=float)
+    b = np.asarray(baseline_score, dtype=float)
+    diff = float(roc_auc_score(y, m) - roc_auc_score(y, b))
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):  # resamples, not rows
+        idx = rng.integers(0, y.size, y.size)
+        yy = y[idx]
+        if yy.min() != yy.max():
+            boots.append(roc_auc_score(yy, m[idx]) - roc_auc_score(yy, b[idx]))
+    lo, hi = (float(v) for v in np.quantile(boots, [0.025, 0.975]))
+    verdict = "better" if lo > 0 else "worse" if hi < 0 else "indistinguishable"
+    return {"auc_difference": diff, "ci_low": lo, "ci_high": hi, "n_boot": len(boots),
+            "verdict": verdict}
+
+
+def describe_comparison(c: dict[str, Any] | None) -> str:
+    """'+0.062 [+0.041, +0.083], better' -- for logs and metadata."""
+    if not c:
+        return ""
+    return (f"{c['auc_difference']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], "
+            f"{c['verdict']}")
 
 
 def _binary_metrics(y: np.ndarray, rank_score: np.ndarray, prob: np.ndarray) -> dict[str, float]:
@@ -477,6 +517,7 @@ def train_target(
             y_cal, bs, _crossfit_isotonic(bs, y_cal, quarter)
         )
         result.beats_baseline = bool(metrics["roc_auc"] > result.baseline_metrics["roc_auc"])
+        result.baseline_comparison = auc_difference(y_cal, raw_cal, bs, seed=config.seed)
     return result
 
 

@@ -118,12 +118,12 @@ def _fmt(x: float | None) -> str:
     return "" if x is None or x != x else f"{x:.3f}"
 
 
-def metrics_row_md(r: dict) -> str:
+def metrics_row_md(r: dict, versus: str = "") -> str:
     beats = {None: "", True: "yes", False: "**NO**"}[r["beats_baseline"]]
     return (
         f"| {r['target']} | {r['status']} | {_fmt(r['model_roc_auc'])} | "
         f"{_fmt(r['baseline_roc_auc'])} | {_fmt(r['model_pr_auc'])} | "
-        f"{_fmt(r['model_brier'])} | {_fmt(r['model_top_decile_lift'])} | {beats} |"
+        f"{_fmt(r['model_brier'])} | {_fmt(r['model_top_decile_lift'])} | {beats} | {versus} |"
     )
 
 
@@ -152,6 +152,7 @@ def propensity_models(
         scores = pd.DataFrame({"as_of_date": as_of, "customer_id": scoring["customer_id"]})
         metric_rows = []
         explained: dict[str, int] = {}
+        comparisons: dict[str, str] = {}
         for target in TARGETS:
             frame = con.execute(
                 TRAINING_SQL.replace("{target}", target),
@@ -213,10 +214,19 @@ def propensity_models(
                 scores[f"{target}_drivers_text"] = text.astype("string").reindex(
                     scores.index).to_numpy()
                 explained[target] = int(explain.sum())
+                versus = pm.describe_comparison(result.baseline_comparison)
+                comparisons[target] = versus
                 if not result.beats_baseline:
                     context.log.warning(
                         f"{target}: model AUC {result.metrics['roc_auc']:.3f} does NOT beat "
-                        f"baseline AUC {result.baseline_metrics['roc_auc']:.3f}"
+                        f"baseline AUC {result.baseline_metrics['roc_auc']:.3f} "
+                        f"(difference {versus})"
+                    )
+                elif result.baseline_comparison["verdict"] != "better":
+                    context.log.warning(
+                        f"{target}: model AUC {result.metrics['roc_auc']:.3f} vs baseline "
+                        f"{result.baseline_metrics['roc_auc']:.3f}: difference {versus} "
+                        "(within noise on this validation half)"
                     )
                 meta.update({
                     "roc_auc": result.metrics["roc_auc"],
@@ -226,6 +236,7 @@ def propensity_models(
                     "baseline_roc_auc": result.baseline_metrics["roc_auc"],
                     "baseline_pr_auc": result.baseline_metrics["pr_auc"],
                     "beats_baseline": bool(result.beats_baseline),
+                    "auc_vs_baseline": versus,
                     "n_pos": int(result.metrics["n_pos"]),
                     "n_neg": int(result.metrics["n_neg"]),
                     "valid_cutoff": str(result.valid_cutoff),
@@ -239,7 +250,7 @@ def propensity_models(
         model_versions = {r["target"]: r["model_version"] for r in metric_rows}
         scores["model_versions"] = json.dumps(model_versions, sort_keys=True)
         n = replace_partition(con, "segmentation.propensity_scores", scores, as_of)
-    table = "\n".join(metrics_row_md(r) for r in metric_rows)
+    table = "\n".join(metrics_row_md(r, comparisons.get(r["target"], "")) for r in metric_rows)
     yield dg.MaterializeResult(
         asset_key="propensity_scores",
         metadata={
@@ -255,7 +266,8 @@ def propensity_models(
             ),
             "metrics_vs_baseline": dg.MetadataValue.md(
                 "| target | status | ROC AUC | baseline AUC | PR AUC | Brier | lift@10% "
-                "| beats baseline |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n" + table
+                "| beats baseline | AUC difference [95% CI] |\n"
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + table
             ),
         },
     )
