@@ -98,3 +98,46 @@ def test_an_absent_optional_source_is_recorded_as_absent(dataset, tmp_path):
         "select raw_table, present from raw.source_status where as_of_date = ?", [END]
     ).fetchall())
     assert status["web__events"] is False and status["crm__orders"] is True
+
+
+def test_every_loaded_row_keeps_its_physical_line_around_rejected_lines(tmp_path):
+    """Accepted rows are numbered past rejected lines (consecutive ones too), per file; the
+    rejected and rule-quarantined lines are exactly the bad ones. Each order id carries the
+    line it was written on."""
+    raw = tmp_path / "raw"
+    day1, day2 = dt.date(2025, 3, 1), dt.date(2025, 3, 2)
+    for d in (day1, day2):
+        (raw / "crm" / "customers").mkdir(parents=True, exist_ok=True)
+        (raw / "crm" / "customers" / f"{d}.csv").write_text(
+            "customer_id,email,phone,first_name,last_name,country,zip,created_at,updated_at,"
+            "marketing_consent\n"
+            f"C1,,,,,DE,,{d}T08:00:00Z,{d}T08:00:00Z,true\n")
+        (raw / "crm" / "order_lines").mkdir(parents=True, exist_ok=True)
+        (raw / "crm" / "order_lines" / f"{d}.csv").write_text(
+            "order_id,line_number,sku,category,quantity,unit_price,unit_cost\n")
+    header = ("order_id,customer_id,ordered_at,currency,gross_amount,discount_amount,"
+              "coupon_code,shipping_fee,shipping_cost,sales_channel,utm_medium\n")
+    bad = {1: {3, 4, 7}, 2: {2, 5, 6}}  # malformed (too few columns), per file
+    future = {1: 9, 2: 8}  # a timestamp after the file's landing day: a rule quarantines it
+    (raw / "crm" / "orders").mkdir(parents=True)
+    for n, d in ((1, day1), (2, day2)):
+        lines = [header]
+        for line in range(2, 12):
+            ts = f"{d + dt.timedelta(days=2)}T10:00:00Z" if line == future[n] else f"{d}T10:00:00Z"
+            lines.append(f"X{n}-{line},C1\n" if line in bad[n] else
+                         f"O{n}-{line},C1,{ts},EUR,10.0,,,,,web,\n")
+        (raw / "crm" / "orders" / f"{d}.csv").write_text("".join(lines))
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    ingest_partition(con, raw, day2)
+    rows = con.execute("select order_id, _file, _line from raw.crm__orders").fetchall()
+    assert len(rows) == 2 * 10 - 6 - 2
+    for order_id, file, line in rows:
+        n, written_on = order_id[1:].split("-")
+        assert file.endswith(f"{(day1, day2)[int(n) - 1]}.csv")
+        assert line == int(written_on), (order_id, line)
+    q = con.execute("select file, line, reason from raw.quarantine "
+                    "where raw_table = 'crm__orders' order by file, line").fetchall()
+    expected = sorted([(f"crm/orders/{(day1, day2)[n - 1]}.csv", ln)
+                       for n in (1, 2) for ln in (*bad[n], future[n])])
+    assert [(f, ln) for f, ln, _ in q] == expected
+    assert sum("future" in r for _, _, r in q) == 2
