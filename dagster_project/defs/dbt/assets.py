@@ -39,8 +39,7 @@ def with_row_counts(events, duckdb: DuckDBResource, as_of: dt.date, log):
     nodes = json.loads(dbt_project.manifest_path.read_text(encoding="utf-8"))["nodes"]
     relations = {}
     for ev in events:
-        uid = ev.metadata.get("unique_id") if isinstance(ev, dg.Output) else None
-        uid = getattr(uid, "value", uid)
+        uid = _unique_id(ev)
         if uid in nodes and nodes[uid]["resource_type"] == "model":
             node = nodes[uid]
             relations[uid] = (node["schema"], node.get("alias") or node["name"])
@@ -52,8 +51,7 @@ def with_row_counts(events, duckdb: DuckDBResource, as_of: dt.date, log):
         except DuckDBError as exc:  # counts are metadata: never fail the build for them
             log.warning(f"row counts not read: {exc}")
     for ev in events:
-        uid = ev.metadata.get("unique_id") if isinstance(ev, dg.Output) else None
-        uid = getattr(uid, "value", uid)
+        uid = _unique_id(ev)
         if uid in counts:
             c = counts[uid]
             extra = {"dagster/row_count": c["rows"]}
@@ -62,3 +60,8 @@ def with_row_counts(events, duckdb: DuckDBResource, as_of: dt.date, log):
             ev = ev.with_metadata({**ev.metadata, **extra})
         yield ev
 
+
+def _unique_id(event) -> str | None:
+    """The dbt unique_id of a model's Output event (None for other events)."""
+    uid = event.metadata.get("unique_id") if isinstance(event, dg.Output) else None
+    return getattr(uid, "value", uid)
