@@ -3,12 +3,13 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from dagster_project.lib.features import FEATURE_COLUMNS, FEATURES
 from dagster_project.lib.propensity import (
     LGBMParams,
-    auc_difference,
     TrainConfig,
+    auc_difference,
     contributions,
     explain_mask,
     load_model,
@@ -175,6 +176,23 @@ def test_auc_difference_verdicts_follow_the_interval_not_the_point_estimate():
     assert tie["verdict"] == "indistinguishable" and tie["ci_low"] < 0 < tie["ci_high"]
     # seeded: the same inputs give the same interval
     assert auc_difference(y, signal, noise_a, seed=5) == auc_difference(y, signal, noise_a, seed=5)
+
+
+def test_the_bootstrap_interval_is_the_one_roc_auc_score_gives_on_each_resample():
+    # the fast weighted count must give, resample for resample, sklearn's AUC (ties included)
+    rng = np.random.default_rng(8)
+    y = (rng.random(600) < 0.25).astype(float)
+    model = np.round(y + rng.normal(0, 1.0, y.size), 1)  # rounded: many ties
+    base = np.round(rng.normal(size=y.size) + 0.3 * y, 0)
+    draws = np.random.default_rng(2)
+    boots = []
+    for _ in range(50):
+        idx = draws.integers(0, y.size, y.size)
+        boots.append(roc_auc_score(y[idx], model[idx]) - roc_auc_score(y[idx], base[idx]))
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    c = auc_difference(y, model, base, n_boot=50, seed=2)
+    assert c["n_boot"] == 50
+    assert (c["ci_low"], c["ci_high"]) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
 
 
 def test_target_with_50_positives_is_absent_with_a_reason_and_no_model(frame):

@@ -347,17 +347,29 @@ def auc_difference(
     m = np.asarray(model_score, dtype=float)
     b = np.asarray(baseline_score, dtype=float)
     diff = float(roc_auc_score(y, m) - roc_auc_score(y, b))
+    # A resample is a multiplicity per row; each score's ranking is sorted once and every
+    # resample's AUC is a weighted count over it: O(rows) per resample, memory flat.
+    m_rank, b_rank = (np.unique(v, return_inverse=True)[1] for v in (m, b))
     rng = np.random.default_rng(seed)
     boots = []
     for _ in range(n_boot):  # resamples, not rows
-        idx = rng.integers(0, y.size, y.size)
-        yy = y[idx]
-        if yy.min() != yy.max():
-            boots.append(roc_auc_score(yy, m[idx]) - roc_auc_score(yy, b[idx]))
+        w = np.bincount(rng.integers(0, y.size, y.size), minlength=y.size).astype(float)
+        pos = w * y
+        if 0 < pos.sum() < w.sum():  # a resample needs both classes
+            boots.append(_weighted_auc(m_rank, pos, w - pos) - _weighted_auc(b_rank, pos, w - pos))
     lo, hi = (float(v) for v in np.quantile(boots, [0.025, 0.975]))
     verdict = "better" if lo > 0 else "worse" if hi < 0 else "indistinguishable"
     return {"auc_difference": diff, "ci_low": lo, "ci_high": hi, "n_boot": len(boots),
             "verdict": verdict}
+
+
+def _weighted_auc(rank: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> float:
+    """ROC AUC with per-row positive and negative weights; ``rank`` is each row's index among
+    the distinct scores, so ties count one half (the value ``roc_auc_score`` gives)."""
+    p = np.bincount(rank, weights=pos)
+    n = np.bincount(rank, weights=neg)
+    below = np.cumsum(n) - n
+    return float((p * (below + 0.5 * n)).sum() / (p.sum() * n.sum()))
 
 
 def describe_comparison(c: dict[str, Any] | None) -> str:
