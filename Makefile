@@ -57,4 +57,4 @@ bench: prepare
 	$(BIN)/python scripts/bench.py --customers $(or $(SCALE),100000)
 
 clean-data:
-	rm -rf data/raw data/truth data/models data/exports data/reports data/warehouse.duckdb* $(DAGSTER_HOME)
+	rm -rf data/raw data/truth data/models data/exports data/reports data/warehouse.duckdb* data/warehouse.dbt_target $(DAGSTER_HOME)

@@ -113,3 +113,12 @@ def test_dagster_dev_prepares_the_dbt_project_with_the_venvs_dbt(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("True")
+
+
+def test_the_dbt_resource_knows_the_version_of_the_dbt_it_runs(definitions):
+    """ProjectDbtCliResource takes dbt's version from the installed dbt-core instead of running
+    `dbt --version` each run; it must be the version of the executable it runs."""
+    resource = definitions.resources["dbt"]
+    out = subprocess.run([resource.dbt_executable, "--version"], capture_output=True,
+                         text=True, check=True).stdout
+    assert f"installed: {resource._cli_version}" in out

@@ -233,3 +233,16 @@ def test_dbt_assets_report_their_row_counts(nightly_run):
     dbt_keys = [k for k, m in mats.items() if "unique_id" in m]
     missing = [k for k in dbt_keys if "dagster/row_count" not in mats[k]]
     assert len(dbt_keys) >= 15 and not missing, missing
+
+
+def test_dbt_writes_its_artifacts_beside_the_warehouse_once_not_a_folder_per_run(nightly_run):
+    """The dbt step's target folder is the warehouse's own (reused by every run), and the
+    nightly build ran every model and data test but no unit test (those run in CI, above)."""
+    import json
+
+    state = nightly_run["db"].with_name("warehouse.dbt_target")
+    results = json.loads((state / "run_results.json").read_text())["results"]
+    kinds = {r["unique_id"].split(".")[0] for r in results}
+    assert kinds == {"model", "test"}, kinds
+    assert all(r["status"] in ("success", "pass") for r in results)
+    assert (state / "partial_parse.msgpack").exists()

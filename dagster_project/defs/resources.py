@@ -6,11 +6,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
-from dagster_dbt import DbtCliResource
 from dagster_duckdb import DuckDBResource
 
 from dagster_project import settings
-from dagster_project.defs.dbt.project import dbt_executable, dbt_project
+from dagster_project.defs.dbt.project import ProjectDbtCliResource, dbt_executable, dbt_project
 
 
 class DataPaths(dg.ConfigurableResource):
@@ -60,7 +59,7 @@ def resources() -> dg.Definitions:
                 # the same cap as dbt's profile: spill to disk rather than take 80% of RAM
                 connection_config={"memory_limit": settings.duckdb_memory_limit()},
             ),
-            "dbt": DbtCliResource(
+            "dbt": ProjectDbtCliResource(
                 project_dir=dbt_project,
                 profiles_dir=str(settings.DBT_DIR),
                 dbt_executable=dbt_executable(),
