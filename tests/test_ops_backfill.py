@@ -94,15 +94,20 @@ def _runner(root: Path, dates: list[str]) -> None:
 
 
 def _start(root: Path, raw: Path, dates: list[str]) -> subprocess.Popen:
+    """Start a runner. Its output goes to files, not pipes: a pipe nobody reads yet (the
+    second runner's, while the first is awaited) fills up and stalls that runner."""
     root.mkdir(parents=True)
     (root / "raw").symlink_to(raw)
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.test_ops_backfill", str(root), *dates],
-        cwd=settings.PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with (root / "stdout.txt").open("w") as out, (root / "stderr.txt").open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.test_ops_backfill", str(root), *dates],
+            cwd=settings.PROJECT_ROOT, stdout=out, stderr=err, text=True)
+    return proc
 
 
-def _results(proc: subprocess.Popen, timeout: float) -> list[dict]:
-    out, err = proc.communicate(timeout=timeout)
+def _results(proc: subprocess.Popen, root: Path, timeout: float) -> list[dict]:
+    proc.wait(timeout=timeout)
+    out, err = (root / "stdout.txt").read_text(), (root / "stderr.txt").read_text()
     results = [json.loads(line[7:]) for line in out.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and results, f"runner crashed:\n{err[-3000:]}"
     for r in results:
@@ -123,7 +128,8 @@ def two_warehouses(tmp_path_factory):
     a = _start(base / "nightly", data / "raw", DAYS)
     b = _start(base / "backfill", data / "raw", [*reversed(DAYS), rerun])
     try:
-        return {"nightly": _results(a, 900), "backfill": _results(b, 900), "rerun": rerun}
+        return {"nightly": _results(a, base / "nightly", 900),
+                "backfill": _results(b, base / "backfill", 900), "rerun": rerun}
     finally:
         for proc in (a, b):
             if proc.poll() is None:
