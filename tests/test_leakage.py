@@ -1,5 +1,7 @@
 """Point-in-time correctness: data that arrives after a cutoff never changes that cutoff's
-features (DESIGN §3)."""
+features (DESIGN §3). That partitions built in any order give identical features and labels
+(and every other table) is shown by tests/test_ops_backfill.py: 7 days run oldest first and
+newest first."""
 
 import csv
 import datetime as dt
@@ -121,21 +123,3 @@ def test_a_corrected_file_rebuilds_every_feature_date_that_could_read_it(dataset
     # a date before the corrected file is untouched and still equal
     pd.testing.assert_frame_equal(_features(db, END - dt.timedelta(days=14)),
                                   _features(fresh, END - dt.timedelta(days=14)))
-
-
-def test_partitions_built_in_any_order_give_identical_features_and_labels(dataset, tmp_path):
-    """Nightly order (D-7, then D) and a backfill after the fact (D, then D-7) must agree on
-    every feature date and every label row: what a date sees cannot depend on what landed
-    after it (late order lines, identity links, returns)."""
-    raw = dataset / "raw"
-    early = END - dt.timedelta(days=7)
-    a, b = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
-    for d in (early, END):
-        build_warehouse(raw, a, d, select="+customer_labels")
-    for d in (END, early):
-        build_warehouse(raw, b, d, select="+customer_labels")
-    for sql in ("select * from marts.customer_features order by as_of_date, customer_id",
-                "select * from marts.customer_labels order by as_of_date, cutoff_date, customer_id"):
-        fa, fb = query(a, sql), query(b, sql)
-        assert len(fa) > 10_000
-        pd.testing.assert_frame_equal(fa, fb)
