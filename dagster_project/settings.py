@@ -4,6 +4,7 @@ never from the current working directory.
 - DS_DATA_DIR: the data folder (default: <project>/data)
 - DS_DUCKDB_PATH: the warehouse file (default: <data>/warehouse.duckdb)
 - DS_PARTITION_START: first daily partition (default 2025-01-01)
+- DS_DBT_PROJECT_DIR: the dbt project (default: <project>/dbt)
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import os
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DBT_DIR = PROJECT_ROOT / "dbt"
+# DS_DBT_PROJECT_DIR: another copy of the dbt project (tests prepare one without touching
+# dbt/target, which other test processes read)
+DBT_DIR = Path(os.environ.get("DS_DBT_PROJECT_DIR", PROJECT_ROOT / "dbt")).resolve()
 
 
 def data_dir() -> Path:

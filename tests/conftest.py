@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,16 +17,28 @@ from dagster_project import settings
 from .helpers import END, make_dataset
 
 
-@pytest.fixture(scope="session", autouse=True)
-def dbt_manifest(tmp_path_factory) -> Path:
-    """Tests build the dbt manifest themselves (`dbt parse`), as CI does."""
+def pytest_configure(config):
+    """Tests build the dbt manifest themselves (`dbt parse`), as CI does: once, in the main
+    process, before any pytest-xdist worker starts (two workers writing dbt/target at once
+    could hand a third reader a half-written manifest)."""
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller has parsed
+        return
     exe = Path(sys.executable).parent / "dbt"
-    env = {**os.environ, "DS_DUCKDB_PATH": str(tmp_path_factory.mktemp("parse") / "p.duckdb")}
-    proc = subprocess.run(
-        [str(exe), "parse", "--project-dir", str(settings.DBT_DIR), "--profiles-dir",
-         str(settings.DBT_DIR), "--quiet"], env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return settings.DBT_DIR / "target" / "manifest.json"
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "DS_DUCKDB_PATH": str(Path(tmp) / "p.duckdb")}
+        proc = subprocess.run(
+            [str(exe), "parse", "--project-dir", str(settings.DBT_DIR), "--profiles-dir",
+             str(settings.DBT_DIR), "--quiet"], env=env, capture_output=True, text=True,
+            check=False)
+    if proc.returncode != 0:
+        raise pytest.UsageError(f"dbt parse failed:\n{proc.stdout}{proc.stderr}")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files holding a slow test go first, so that with two workers the longest file does not
+    start last and run alone at the end."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)  # stable: order kept otherwise
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 
 from dagster_project import settings
-from dagster_project.lib.dbt_vars import dbt_vars
+from dagster_project.lib.dbt_vars import dbt_state_dir, dbt_vars
 from dagster_project.lib.ingest import ingest_partition
 from dagster_project.synthetic import Config, generate
 
@@ -34,7 +34,9 @@ def dbt_build(db: Path, as_of: dt.date, select: str | None = None) -> None:
            str(settings.DBT_DIR), "--vars", dbt_vars(as_of.isoformat()), "--quiet"]
     if select:
         cmd += ["--select", select]
-    env = {**os.environ, "DS_DUCKDB_PATH": str(db)}
+    # dbt's artifacts beside the warehouse, as the dbt asset writes them (dbt/target is
+    # shared by every test process)
+    env = {**os.environ, "DS_DUCKDB_PATH": str(db), "DBT_TARGET_PATH": str(dbt_state_dir(db))}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise AssertionError(f"dbt build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")

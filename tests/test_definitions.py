@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from dagster_project import settings
 from dagster_project.lib.contract import TABLES
 from dagster_project.lib.dbt_vars import dbt_vars
 from dagster_project.lib.features import LABELS
@@ -105,14 +107,18 @@ def test_dagster_dev_prepares_the_dbt_project_with_the_venvs_dbt(tmp_path):
     dagster-dbt's own preparer (plain `dbt parse`) failed, so the code location did not load."""
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
     no_dbt = [d for d in env.get("PATH", "").split(os.pathsep) if d and not Path(d, "dbt").exists()]
+    # a copy of the dbt project, so that dbt/target (read by other test processes) is left be
+    project = tmp_path / "dbt"
+    shutil.copytree(settings.DBT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
     env.update(PATH=os.pathsep.join(no_dbt), DAGSTER_IS_DEV_CLI="1",
-               DS_DUCKDB_PATH=str(tmp_path / "p.duckdb"))
+               DS_DUCKDB_PATH=str(tmp_path / "p.duckdb"), DS_DBT_PROJECT_DIR=str(project))
     code = ("import dagster_project.defs.dbt.project as p; "
-            "print(p.dbt_project.manifest_path.exists())")
+            "print(p.dbt_project.manifest_path.parent.parent.parent == "
+            f"__import__('pathlib').Path({str(tmp_path)!r}), p.dbt_project.manifest_path.exists())")
     proc = subprocess.run([sys.executable, "-c", code], check=False, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().endswith("True")
+    assert proc.stdout.strip().splitlines()[-1] == "True True", proc.stdout[-2000:]
 
 
 def test_the_dbt_resource_knows_the_version_of_the_dbt_it_runs(definitions):

@@ -174,7 +174,8 @@ def test_dbt_unit_tests_on_label_windows_and_feature_windows_pass(nightly_run):
     proc = subprocess.run(
         [str(exe), "test", "--project-dir", str(settings.DBT_DIR), "--profiles-dir",
          str(settings.DBT_DIR), "--select", "test_type:unit"],
-        env={**os.environ, "DS_DUCKDB_PATH": str(nightly_run["db"])},
+        env={**os.environ, "DS_DUCKDB_PATH": str(nightly_run["db"]),
+             "DBT_TARGET_PATH": str(nightly_run["root"] / "unit_test_target")},
         capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "PASS=2" in proc.stdout
