@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from dagster_project import settings
-
-from .helpers import END, make_dataset
+from .helpers import END, make_dataset, run_dbt
 
 
 def pytest_configure(config):
@@ -23,13 +19,8 @@ def pytest_configure(config):
     could hand a third reader a half-written manifest)."""
     if hasattr(config, "workerinput"):  # an xdist worker: the controller has parsed
         return
-    exe = Path(sys.executable).parent / "dbt"
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "DS_DUCKDB_PATH": str(Path(tmp) / "p.duckdb")}
-        proc = subprocess.run(
-            [str(exe), "parse", "--project-dir", str(settings.DBT_DIR), "--profiles-dir",
-             str(settings.DBT_DIR), "--quiet"], env=env, capture_output=True, text=True,
-            check=False)
+        proc = run_dbt(["parse", "--quiet"], DS_DUCKDB_PATH=str(Path(tmp) / "p.duckdb"))
     if proc.returncode != 0:
         raise pytest.UsageError(f"dbt parse failed:\n{proc.stdout}{proc.stderr}")
 

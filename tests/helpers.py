@@ -27,17 +27,22 @@ def make_dataset(root: Path, customers: int = 1500, seed: int = 11, **kw) -> Pat
     return root
 
 
-def dbt_build(db: Path, as_of: dt.date, select: str | None = None) -> None:
-    """Run `dbt build` for one partition against `db` (a subprocess, like dagster-dbt does)."""
+def run_dbt(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    """The venv's dbt on this project (a subprocess, like dagster-dbt), `env` added to ours."""
     exe = Path(sys.executable).parent / "dbt"
-    cmd = [str(exe), "build", "--project-dir", str(settings.DBT_DIR), "--profiles-dir",
-           str(settings.DBT_DIR), "--vars", dbt_vars(as_of.isoformat()), "--quiet"]
+    return subprocess.run(
+        [str(exe), *args, "--project-dir", str(settings.DBT_DIR), "--profiles-dir",
+         str(settings.DBT_DIR)], env={**os.environ, **env}, capture_output=True, text=True,
+        check=False)
+
+
+def dbt_build(db: Path, as_of: dt.date, select: str | None = None) -> None:
+    """Run `dbt build` for one partition against `db`, its artifacts beside the warehouse as
+    the dbt asset writes them (dbt/target is shared by every test process)."""
+    args = ["build", "--vars", dbt_vars(as_of.isoformat()), "--quiet"]
     if select:
-        cmd += ["--select", select]
-    # dbt's artifacts beside the warehouse, as the dbt asset writes them (dbt/target is
-    # shared by every test process)
-    env = {**os.environ, "DS_DUCKDB_PATH": str(db), "DBT_TARGET_PATH": str(dbt_state_dir(db))}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        args += ["--select", select]
+    proc = run_dbt(args, DS_DUCKDB_PATH=str(db), DBT_TARGET_PATH=str(dbt_state_dir(db)))
     if proc.returncode != 0:
         raise AssertionError(f"dbt build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
 

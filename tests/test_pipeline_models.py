@@ -10,7 +10,7 @@ from dagster_project.defs.propensity.assets import TRAINING_SQL
 from dagster_project.lib import propensity as pm
 from dagster_project.lib.features import FEATURE_COLUMNS, LABELS
 
-from .helpers import END, query
+from .helpers import END, query, run_dbt
 
 
 def test_one_partition_materializes_end_to_end_in_process(nightly_run):
@@ -163,20 +163,8 @@ def test_models_are_saved_with_metadata_and_rescore_without_retraining(nightly_r
 def test_dbt_unit_tests_on_label_windows_and_feature_windows_pass(nightly_run):
     """dbt unit_tests (dbt/models/marts/_unit_tests.yml): label window edges and two
     features' windows, run against the nightly warehouse (they need its relations' types)."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from dagster_project import settings
-
-    exe = Path(sys.executable).parent / "dbt"
-    proc = subprocess.run(
-        [str(exe), "test", "--project-dir", str(settings.DBT_DIR), "--profiles-dir",
-         str(settings.DBT_DIR), "--select", "test_type:unit"],
-        env={**os.environ, "DS_DUCKDB_PATH": str(nightly_run["db"]),
-             "DBT_TARGET_PATH": str(nightly_run["root"] / "unit_test_target")},
-        capture_output=True, text=True)
+    proc = run_dbt(["test", "--select", "test_type:unit"], DS_DUCKDB_PATH=str(nightly_run["db"]),
+                   DBT_TARGET_PATH=str(nightly_run["root"] / "unit_test_target"))
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "PASS=2" in proc.stdout
 

@@ -1,7 +1,6 @@
 """dbt models as Dagster assets, one partition per run, vars built by a tested pure function."""
 
 import datetime as dt
-import json
 
 import dagster as dg
 from dagster_dbt import DbtCliResource, dbt_assets
@@ -32,14 +31,15 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, duckdb: D
     # dbt holds the warehouse's write lock until it exits, so the row counts are read after
     # the build: the events are collected (dbt's log still streams live) and yielded then.
     events = list(invocation.stream())
-    yield from with_row_counts(events, duckdb, dt.date.fromisoformat(as_of), context.log)
+    yield from with_row_counts(events, invocation.manifest["nodes"], duckdb,
+                               dt.date.fromisoformat(as_of), context.log)
 
 
-def with_row_counts(events, duckdb: DuckDBResource, as_of: dt.date, log):
+def with_row_counts(events, nodes, duckdb: DuckDBResource, as_of: dt.date, log):
     """The events, each model's Output carrying ``dagster/row_count`` (rows in the relation)
-    and, for tables keyed by as_of_date, ``rows_in_partition``. dagster-dbt's own
-    ``fetch_row_counts`` queries while dbt still holds DuckDB's lock, so it cannot be used."""
-    nodes = json.loads(dbt_project.manifest_path.read_text(encoding="utf-8"))["nodes"]
+    and, for tables keyed by as_of_date, ``rows_in_partition``. ``nodes``: the manifest's
+    nodes, as the invocation already holds them. dagster-dbt's own ``fetch_row_counts``
+    queries while dbt still holds DuckDB's lock, so it cannot be used."""
     relations = {}
     for ev in events:
         uid = _unique_id(ev)
