@@ -347,3 +347,36 @@ def test_a_loss_smaller_than_a_typical_repeat_buyers_margin_is_not_a_margin_dest
     members = set(result.table.loc[result.table["audience"] == "margin_destroyer", "customer_id"])
     assert "C0001" in members and "C0000" not in members
     assert result.thresholds["margin_destroyer"]["margin_below"] < -50
+
+
+def test_model_cuts_of_exclusions_rank_by_log_odds_when_the_scores_carry_them():
+    """Calibrated scores in steps of 0.1 (as isotonic calibration makes them): the purchase
+    and return cuts are taken on the log-odds, so customers on one step are split by the
+    model's own order, and the calibrated figure reported is the lowest one selected."""
+    frame = constructed_frame()
+    cfg = load_config()
+    buyers = (frame["orders_lifetime"] > 0).to_numpy()
+    for target in ("purchase_30d", "return_60d"):
+        p = frame[f"{target}_score"].clip(1e-6, 1 - 1e-6)
+        frame[f"{target}_log_odds"] = np.log(p / (1 - p))
+        frame[f"{target}_score"] = p.round(1)
+    result = build_exclusions(frame, cfg)
+    for audience, target, q in (
+        ("organic_inevitable", "purchase_30d", cfg["exclusions"]["organic_inevitable"]
+         ["purchase_quantile"]),
+        ("margin_destroyer", "return_60d", cfg["exclusions"]["margin_destroyer"]
+         ["return_quantile"]),
+    ):
+        th = result.thresholds[audience]
+        log_odds = frame[f"{target}_log_odds"].to_numpy()
+        cut = np.quantile(log_odds[buyers], q)
+        assert th[f"{target}_log_odds_cut"] == pytest.approx(cut)
+        selected = buyers & (log_odds >= cut)
+        assert th[f"{target}_cut"] == frame.loc[selected, f"{target}_score"].min()
+        # the step at the reported cut is split: some of it lies below the log-odds cut
+        on_step = frame[f"{target}_score"].to_numpy() == th[f"{target}_cut"]
+        assert (on_step & buyers & ~selected).any() and (on_step & selected).any()
+    organic = result.table.loc[result.table["audience"] == "organic_inevitable", "customer_id"]
+    chosen = frame.set_index("customer_id").loc[organic, "purchase_30d_log_odds"]
+    assert len(chosen) > 50
+    assert (chosen >= result.thresholds["organic_inevitable"]["purchase_30d_log_odds_cut"]).all()

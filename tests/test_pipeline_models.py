@@ -136,6 +136,10 @@ def test_scores_are_calibrated_probabilities_with_three_readable_drivers(nightly
     for t in LABELS:
         col = s[f"{t}_score"]
         assert col.between(0, 1).all(), t
+        # the log-odds rank customers as the calibrated score does, with its ties broken
+        in_log_odds_order = col.to_numpy()[np.argsort(s[f"{t}_log_odds"].to_numpy())]
+        assert (np.diff(in_log_odds_order) >= 0).all(), t
+        assert s[f"{t}_log_odds"].nunique() > col.nunique(), t
         assert s[f"{t}_driver_1"].isin(FEATURE_COLUMNS).all(), t
         assert s[f"{t}_drivers_text"].str.contains("↑|↓").all(), t
     assert s["customer_id"].is_unique
@@ -201,6 +205,7 @@ def test_above_the_drivers_cap_only_the_highest_scores_are_explained(nightly_run
         assert meta["customers_with_drivers"].value[t] == cap
         # the explained ones are the highest scores: none left out scores above them
         assert s.loc[~explained, f"{t}_score"].max() <= s.loc[explained, f"{t}_score"].min(), t
+        assert s.loc[~explained, f"{t}_log_odds"].max() <= s.loc[explained, f"{t}_log_odds"].min()
         assert s.loc[~explained, f"{t}_drivers_text"].isna().all(), t
         assert s.loc[explained, f"{t}_drivers_text"].str.contains("↑|↓").all(), t
 

@@ -223,3 +223,36 @@ def test_attach_playbook_refuses_a_segment_without_an_entry():
     del playbook["segments"]["likely_to_churn"]
     with pytest.raises(ValueError, match="likely_to_churn"):
         attach_playbook(result.table, playbook)
+
+
+def test_model_cuts_rank_by_log_odds_so_a_calibration_step_is_not_taken_whole():
+    """Isotonic calibration makes steps: here a third of the repeat buyers share one
+    calibrated purchase_30d_score. Ranked by that score, the top-20% cut takes the whole step;
+    ranked by the model's log-odds (the same order, ties broken) it takes 20%."""
+    frame = make_frame()
+    rng = np.random.default_rng(1)
+    log_odds = np.where(frame["purchase_30d_score"].notna(), rng.normal(-1.0, 1.0, len(frame)),
+                        np.nan)
+    # a monotone step map: everything between the 60th and 95th percentile is one step
+    lo, hi = np.nanquantile(log_odds, [0.6, 0.95])
+    calibrated = np.where(log_odds < lo, 0.1, np.where(log_odds < hi, 0.3, 0.6))
+    frame["purchase_30d_score"] = np.where(np.isfinite(log_odds), calibrated, np.nan)
+    config = small_min_config()
+    eligible = (frame["lifecycle_state"].isin(config["segments"]["ready_to_repeat"]["states"])
+                & (frame["orders_lifetime"] >= 2)).to_numpy()
+
+    by_score = assign_segments(frame, config, ALL_SOURCES)
+    frame["purchase_30d_log_odds"] = log_odds
+    by_log_odds = assign_segments(frame, config, ALL_SOURCES)
+
+    def share(result):
+        return result.table["in_ready_to_repeat"].to_numpy()[eligible].mean()
+
+    assert share(by_score) > 0.35  # the whole 0.3 step and above
+    assert share(by_log_odds) == pytest.approx(0.2, abs=0.002)
+    th = by_log_odds.thresholds["ready_to_repeat"]
+    cut = th["purchase_30d_log_odds_cut_repeat_buyers"]
+    assert cut == pytest.approx(np.quantile(log_odds[eligible], 0.8))
+    # the calibrated figure reported is the lowest probability selected: the 0.3 step
+    assert th["purchase_30d_cut_repeat_buyers"] == 0.3
+    assert "purchase_30d_log_odds_cut_repeat_buyers" not in by_score.thresholds["ready_to_repeat"]

@@ -1,7 +1,9 @@
 """Do-not-target exclusion audiences, each with its evidence, and the activation filter.
 
 Rules (policy in ``config/segments.yaml`` → ``exclusions``; quantile cuts are learned on the
-partition and returned in ``ExclusionResult.thresholds``; a comparison with NaN is False):
+partition and returned in ``ExclusionResult.thresholds``; a comparison with NaN is False;
+a model score ">= its quantile" ranks customers by the model's log-odds when present, as the
+segments do: ``segments.rank_key``):
 
 - organic_inevitable — an established customer who would buy anyway without paid media:
   customer_age_days >= min_tenure_days AND orders_365d >= min_orders_365d AND order rate >=
@@ -62,8 +64,10 @@ from dagster_project.lib.segments import (
     counts,
     has_data,
     load_config,
+    model_cut,
     numeric,
     quantile_cut,
+    rank_key,
 )
 
 AUDIENCES: tuple[str, ...] = ("organic_inevitable", "margin_destroyer", "creative_resistant")
@@ -192,7 +196,7 @@ def order_history_days(frame: pd.DataFrame) -> float:
 
 
 def _organic_inevitable(frame, cfg, holdout):
-    p30 = numeric(frame, "purchase_30d_score")
+    p30, p30_key, p30_lo = rank_key(frame, "purchase_30d")
     unpaid = numeric(frame, "unpaid_order_share")
     age = numeric(frame, "customer_age_days")
     if not np.isfinite(p30).any():
@@ -214,7 +218,9 @@ def _organic_inevitable(frame, cfg, holdout):
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = np.where(observed > 0, orders * YEAR_DAYS / observed, np.nan)
     rate_cut = quantile_cut(rate, buyers & established, cfg["frequency_quantile"])
-    cut = quantile_cut(p30, buyers, cfg["purchase_quantile"])
+    likely, p30_cuts = model_cut(p30, p30_key, p30_lo, buyers, cfg["purchase_quantile"],
+                                 "purchase_30d_cut")
+    cut = p30_cuts["purchase_30d_cut"]
     # likely to buy again: the purchase model says so, or they are on schedule (right after
     # an order a monthly buyer's 30-day chance is low: timing, not a lapse)
     overdue = numeric(frame, "overdue_ratio")
@@ -224,7 +230,7 @@ def _organic_inevitable(frame, cfg, holdout):
         & (orders >= cfg["min_orders_365d"])  # a habit, not one or two lucky organic orders
         & (rate >= rate_cut)
         & (unpaid >= cfg["min_unpaid_share"])
-        & ((p30 >= cut) | (overdue <= max_overdue))
+        & (likely | (overdue <= max_overdue))
     )
     parts: list = [
         "purchase chance 30d ",
@@ -243,7 +249,7 @@ def _organic_inevitable(frame, cfg, holdout):
         (age, "%.0f"),
         " days",
     ]
-    thresholds = {"purchase_30d_cut": cut, "order_rate_cut": rate_cut,
+    thresholds = {**p30_cuts, "order_rate_cut": rate_cut,
                   "order_history_days": history}
     limit = float(cfg["max_holdout_lift"])
     if holdout is None:
@@ -287,15 +293,16 @@ def _margin_destroyer(frame, cfg, holdout):
         thresholds["margin_quantile_cut"] = q_cut
         member &= margin <= q_cut
 
-    ret_score = numeric(frame, "return_60d_score")
+    ret_score, ret_key, ret_lo = rank_key(frame, "return_60d")
     ret_rate = numeric(frame, "return_rate_365d")
     note = ""
     high_return = np.zeros(len(frame), dtype=bool)
     evidence = False
     if np.isfinite(ret_score).any():
-        score_cut = quantile_cut(ret_score, buyers, cfg["return_quantile"])
-        thresholds["return_60d_cut"] = score_cut
-        high_return |= ret_score >= score_cut
+        top, cuts = model_cut(ret_score, ret_key, ret_lo, buyers, cfg["return_quantile"],
+                              "return_60d_cut")
+        thresholds.update(cuts)
+        high_return |= top
         evidence = True
     if has_data(ret_rate):
         rate_cut = quantile_cut(ret_rate, buyers, cfg["return_quantile"])

@@ -11,7 +11,19 @@ priority, minimum size) lives in ``config/segments.yaml``; the learned cut value
 in ``SegmentResult.thresholds``. A comparison with NaN is False: a customer outside a model's
 population is in no segment that needs that model.
 
-Rules (``q`` values from segments.yaml; "top" means score >= the q-quantile, ties included):
+Ranking by a model: customers are ranked by the model's log-odds (``<target>_log_odds``) when
+the frame has them, else by the calibrated score (``rank_key``). Isotonic calibration is a step
+function: on the default data each score has a few hundred distinct values and its largest
+step holds 12-35 % of the customers, so a quantile cut on the calibrated score takes or leaves
+a whole step, and a segment's size jumped by up to half from one night to the next. The
+log-odds order customers as the calibrated score does (the calibration is monotone) with its
+ties broken by the model itself, so a cut at the q-quantile selects (1 - q) of the population
+every night. A model cut is reported twice: ``<name>_log_odds_cut`` (the cut itself, when
+ranked by log-odds) and ``<name>_cut``-style keys holding the lowest calibrated probability
+selected, the figure a marketer reads.
+
+Rules (``q`` values from segments.yaml; "score >= its q-quantile" means the model's ranking key,
+``rank_key``, >= its q-quantile; for other values, ties at the cut are included):
 
 - ready_to_repeat: lifecycle new/active/lapsing. Repeat buyers (orders_lifetime >= 2) with
   purchase_30d_score >= its q-quantile among eligible repeat buyers; one-order customers with
@@ -115,6 +127,35 @@ def quantile_cut(values: np.ndarray, population: np.ndarray, q: float) -> float:
     return float(np.quantile(v, q)) if v.size else float("nan")
 
 
+def rank_key(frame: pd.DataFrame, target: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(calibrated score, ranking key, key is the log-odds) of ``target``'s model.
+
+    The key is ``<target>_log_odds`` when that column is present and finite exactly where the
+    calibrated score is; otherwise the calibrated score itself (module docstring)."""
+    score = numeric(frame, f"{target}_score")
+    log_odds = numeric(frame, f"{target}_log_odds")
+    finite = np.isfinite(score)
+    if finite.any() and np.array_equal(np.isfinite(log_odds), finite):
+        return score, log_odds, True
+    return score, score, False
+
+
+def model_cut(
+    score: np.ndarray, key: np.ndarray, by_log_odds: bool, population: np.ndarray, q: float,
+    name: str,
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Customers of ``population`` whose ranking key is >= its q-quantile there, and the
+    thresholds to report: ``name`` = the lowest calibrated score selected (NaN when none),
+    ``<name minus _cut>_log_odds_cut`` = the key's cut when ranked by log-odds."""
+    cut = quantile_cut(key, population, q)
+    selected = population & (key >= cut)
+    chosen = score[selected & np.isfinite(score)]
+    reported = {name: float(chosen.min()) if chosen.size else float("nan")}
+    if by_log_odds:
+        reported[name.replace("_cut", "_log_odds_cut", 1)] = cut
+    return selected, reported
+
+
 def top_share(values: np.ndarray, population: np.ndarray) -> np.ndarray:
     """Per customer: share of the population with a value >= theirs (1 % = the very top)."""
     out = np.full(values.shape, np.nan)
@@ -200,16 +241,17 @@ def _states(frame: pd.DataFrame, states: list[str]) -> np.ndarray:
     return frame["lifecycle_state"].isin(states).to_numpy()
 
 
-def _need_score(frame: pd.DataFrame, target: str) -> np.ndarray:
-    s = numeric(frame, f"{target}_score")
+def _need_score(frame: pd.DataFrame, target: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``rank_key`` of a model the rule cannot do without."""
+    s, key, by_log_odds = rank_key(frame, target)
     if not np.isfinite(s).any():
         raise _Impossible(f"{target} model absent: {target}_score is missing for every customer")
-    return s
+    return s, key, by_log_odds
 
 
 def _ready_to_repeat(frame: pd.DataFrame, cfg: dict, ctx: dict) -> _Rule:
-    p30 = _need_score(frame, "purchase_30d")
-    rep = numeric(frame, "repeat_90d_score")
+    p30, p30_key, p30_lo = _need_score(frame, "purchase_30d")
+    rep, rep_key, rep_lo = rank_key(frame, "repeat_90d")
     q = cfg["score_quantile"]
     orders = numeric(frame, "orders_lifetime")
     eligible = _states(frame, cfg["states"])
@@ -217,15 +259,18 @@ def _ready_to_repeat(frame: pd.DataFrame, cfg: dict, ctx: dict) -> _Rule:
     single = eligible & (orders == 1)
     note = ""
     if np.isfinite(rep[single]).any():
-        single_score, single_name = rep, "repeat chance 90d"
+        single_score, single_key, single_lo, single_name = rep, rep_key, rep_lo, "repeat chance 90d"
     else:
-        single_score, single_name = p30, "purchase chance 30d"
+        single_score, single_key, single_lo = p30, p30_key, p30_lo
+        single_name = "purchase chance 30d"
         note = "repeat_90d model absent: one-order customers ranked by purchase_30d_score"
-    cut_multi = quantile_cut(p30, multi, q)
-    cut_single = quantile_cut(single_score, single, q)
-    member = (multi & (p30 >= cut_multi)) | (single & (single_score >= cut_single))
+    top_multi, cuts = model_cut(p30, p30_key, p30_lo, multi, q, "purchase_30d_cut_repeat_buyers")
+    top_single, cuts_single = model_cut(
+        single_score, single_key, single_lo, single, q, "score_cut_one_order"
+    )
+    member = top_multi | top_single
     score = np.where(single, single_score, p30)
-    share = np.where(single, top_share(single_score, single), top_share(p30, multi))
+    share = np.where(single, top_share(single_key, single), top_share(p30_key, multi))
     name = np.where(single, single_name, "purchase chance 30d")
     group = np.where(single, "one-order", "repeat")
 
@@ -242,24 +287,21 @@ def _ready_to_repeat(frame: pd.DataFrame, cfg: dict, ctx: dict) -> _Rule:
             " customers)",
         )
 
-    return _Rule(
-        member,
-        reason,
-        {"purchase_30d_cut_repeat_buyers": cut_multi, "score_cut_one_order": cut_single},
-        note,
-    )
+    return _Rule(member, reason, {**cuts, **cuts_single}, note)
 
 
 def _likely_to_churn(frame: pd.DataFrame, cfg: dict, ctx: dict) -> _Rule:
-    churn = _need_score(frame, "churn_90d")
+    churn, churn_key, churn_lo = _need_score(frame, "churn_90d")
     revenue = numeric(frame, "revenue_365d")
     buyers = revenue > 0
     eligible = _states(frame, cfg["states"]) & buyers
     value_cut = quantile_cut(revenue, buyers, cfg["value_quantile"])
-    churn_cut = quantile_cut(churn, eligible, cfg["churn_quantile"])
+    at_risk, churn_cuts = model_cut(
+        churn, churn_key, churn_lo, eligible, cfg["churn_quantile"], "churn_90d_cut"
+    )
     loss = churn * revenue
     loss_cut = quantile_cut(loss, eligible, cfg["expected_loss_quantile"])
-    member = eligible & (revenue > value_cut) & (churn >= churn_cut) & (loss >= loss_cut)
+    member = eligible & (revenue > value_cut) & at_risk & (loss >= loss_cut)
     cur = ctx["currency"]
 
     def reason(m):
@@ -268,7 +310,7 @@ def _likely_to_churn(frame: pd.DataFrame, cfg: dict, ctx: dict) -> _Rule:
             "churn risk ",
             (churn, "%.2f"),
             " (",
-            top_pct(top_share(churn, eligible)),
+            top_pct(top_share(churn_key, eligible)),
             "), ",
             (revenue, "%.0f"),
             f" {cur} last year, expected loss ",
@@ -279,17 +321,19 @@ def _likely_to_churn(frame: pd.DataFrame, cfg: dict, ctx: dict) -> _Rule:
     return _Rule(
         member,
         reason,
-        {"revenue_365d_cut": value_cut, "churn_90d_cut": churn_cut, "expected_loss_cut": loss_cut},
+        {"revenue_365d_cut": value_cut, **churn_cuts, "expected_loss_cut": loss_cut},
     )
 
 
 def _deal_triggered(frame: pd.DataFrame, cfg: dict, ctx: dict) -> _Rule:
-    score = _need_score(frame, "discount_next_order")
+    score, key, by_log_odds = _need_score(frame, "discount_next_order")
     share = numeric(frame, "discount_order_share")
     buyers = numeric(frame, "orders_lifetime") > 0
-    score_cut = quantile_cut(score, buyers, cfg["score_quantile"])
+    top, score_cuts = model_cut(
+        score, key, by_log_odds, buyers, cfg["score_quantile"], "discount_next_order_cut"
+    )
     share_cut = max(quantile_cut(share, buyers, cfg["share_quantile"]), cfg["min_discount_share"])
-    member = buyers & (score >= score_cut) & (share >= share_cut) & (share > 0)
+    member = top & (share >= share_cut) & (share > 0)
 
     def reason(m):
         return compose(
@@ -297,7 +341,7 @@ def _deal_triggered(frame: pd.DataFrame, cfg: dict, ctx: dict) -> _Rule:
             "discount-order chance ",
             (score, "%.2f"),
             " (",
-            top_pct(top_share(score, buyers)),
+            top_pct(top_share(key, buyers)),
             "), ",
             (np.nan_to_num(share) * 100, "%.0f"),
             "% of past orders discounted",
@@ -306,7 +350,7 @@ def _deal_triggered(frame: pd.DataFrame, cfg: dict, ctx: dict) -> _Rule:
     return _Rule(
         member,
         reason,
-        {"discount_next_order_cut": score_cut, "discount_order_share_cut": share_cut},
+        {**score_cuts, "discount_order_share_cut": share_cut},
     )
 
 

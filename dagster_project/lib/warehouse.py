@@ -19,8 +19,9 @@ def replace_partition(
     con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame, as_of: dt.date
 ) -> int:
     """Replace the rows of `as_of` in `schema.table` with `frame` (which must carry an
-    `as_of_date` column), in one transaction. Creates the table from the frame if missing.
-    Re-running a partition therefore replaces, never duplicates."""
+    `as_of_date` column), in one transaction. Creates the table from the frame if missing;
+    a column the frame has and the table lacks (a newer version of the asset) is added, NULL
+    in the partitions written before. Re-running a partition replaces, never duplicates."""
     schema = table.split(".")[0]
     if "as_of_date" not in frame.columns:
         raise ValueError(f"{table}: frame has no as_of_date column")
@@ -29,6 +30,10 @@ def replace_partition(
     try:
         con.execute("begin transaction")
         con.execute(f"create table if not exists {table} as select * from __frame limit 0")
+        have = {r[0] for r in con.execute(f"describe {table}").fetchall()}
+        for name, dtype, *_ in con.execute("describe __frame").fetchall():
+            if name not in have:
+                con.execute(f'alter table {table} add column "{name}" {dtype}')
         con.execute(f"delete from {table} where as_of_date = ?", [as_of])
         con.execute(f"insert into {table} by name select * from __frame")
         con.execute("commit")

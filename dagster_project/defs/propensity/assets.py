@@ -32,7 +32,10 @@ def model_specs() -> list[dg.AssetSpec]:
 def scores_spec() -> dg.AssetSpec:
     return dg.AssetSpec(
     key="propensity_scores",
-    description="Calibrated scores of every model plus each score's top 3 drivers per customer.",
+    description=(
+        "Calibrated scores of every model, each model's log-odds (its ranking without the "
+        "calibration's ties) and each score's top 3 drivers per customer."
+    ),
     group_name="propensity",
     kinds={"lightgbm", "duckdb"},
     deps=[s.key for s in model_specs()],
@@ -191,17 +194,21 @@ def propensity_models(
                 # partition has the same schema.
                 empty_text = pd.Series([None] * len(scores), dtype="string")
                 scores[f"{target}_score"] = np.nan
+                scores[f"{target}_log_odds"] = np.nan
                 for i in (1, 2, 3):
                     scores[f"{target}_driver_{i}"] = empty_text
                     scores[f"{target}_driver_{i}_contribution"] = np.nan
                 scores[f"{target}_drivers_text"] = empty_text
             else:
                 s = pm.score(result, scoring)
-                explain = pm.explain_mask(s["score"].to_numpy(), config.max_explained_customers)
+                explain = pm.explain_mask(s["raw_score"].to_numpy(),
+                                          config.max_explained_customers)
                 d = pm.top_drivers(result, scoring.loc[explain], k=3,
                                    num_threads=config.predict_threads)
                 d.index = scoring.index[explain]
                 scores[f"{target}_score"] = s["score"].to_numpy()
+                # the model's own ranking, without the calibration's ties (segment cuts)
+                scores[f"{target}_log_odds"] = s["raw_score"].to_numpy()
                 for i in (1, 2, 3):
                     scores[f"{target}_driver_{i}"] = d[f"driver_{i}"].astype("string").reindex(
                         scores.index).to_numpy()

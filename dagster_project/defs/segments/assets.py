@@ -24,13 +24,15 @@ from dagster_project.lib.features import FEATURE_COLUMNS, LABELS
 from dagster_project.lib.warehouse import replace_partition
 
 SCORE_COLUMNS = [f"{t}_score" for t in LABELS]
+# the models' own ranking (no calibration ties): what segment and exclusion cuts rank by
+LOG_ODDS_COLUMNS = [f"{t}_log_odds" for t in LABELS]
 
 FRAME_SQL = f"""
 -- one row per customer at the partition date: states, scores, features, consent
 select
     s.customer_id, s.lifecycle_state, s.aov_tier, s.category_family,
     coalesce(p.marketing_consent, false) as marketing_consent,
-    {", ".join(f"sc.{c}" for c in SCORE_COLUMNS)},
+    {", ".join(f"sc.{c}" for c in SCORE_COLUMNS + LOG_ODDS_COLUMNS)},
     sc.model_versions,
     {", ".join(f"f.{c}" for c in FEATURE_COLUMNS)}
 from segmentation.customer_states s
