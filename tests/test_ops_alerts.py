@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 
 from dagster_project.lib import alerts, drift
@@ -321,3 +322,58 @@ def test_the_alert_names_the_partition_of_a_backfill_run_too():
                                  "dagster/asset_partition_range_end": "2025-06-07"}
                                 ) == "2025-06-01...2025-06-07"
     assert alerts.run_partition({}) is None
+
+
+def test_population_drift_rescores_the_reference_day_with_the_partitions_model(tmp_path):
+    """The stored scores of two days differ because each night refits its model (here the
+    reference day's stored scores are simply other numbers): the stored-score PSI fails.
+    Re-scored by the partition's model, the same customers' features give the same
+    distribution (PSI ~0); when a feature feeding the model shifts, the PSI fails."""
+    from dagster_project.defs.observability.checks import compute_drift, population_drift
+    from dagster_project.lib import propensity as pm
+    from dagster_project.lib.features import FEATURE_COLUMNS, LABELS
+
+    from .test_propensity import CONFIG, FEATURE_COLS, TARGET, make_frame
+
+    training = make_frame(n_customers=2000)
+    model = pm.train_target(training, TARGET, FEATURE_COLS, CONFIG)
+    ref_day, day = dt.date(2025, 6, 29), dt.date(2025, 6, 30)
+    pm.save_model(model, tmp_path / "models" / TARGET / day.isoformat())
+    people = training.loc[training["cutoff_date"] == training["cutoff_date"].max()]
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("create schema marts")
+    con.execute("create schema segmentation")
+
+    def features(d, frame):
+        out = pd.DataFrame({"as_of_date": d, "customer_id": frame["customer_id"]})
+        for c in FEATURE_COLUMNS:
+            out[c] = frame[c].to_numpy() if c in frame else 0.0
+        return out
+
+    def store(table, frame):
+        con.register("frame", frame)
+        con.execute(f"create table if not exists {table} as select * from frame limit 0")
+        con.execute(f"insert into {table} by name select * from frame")
+        con.unregister("frame")
+
+    store("marts.customer_features", features(ref_day, people))
+    store("marts.customer_features", features(day, people))
+    today = pm.score(model, people)["score"].to_numpy()
+    rng = np.random.default_rng(3)
+    for d, values in ((ref_day, rng.beta(8, 2, len(people))), (day, today)):
+        store("segmentation.propensity_scores", pd.DataFrame(
+            {"as_of_date": d, "customer_id": people["customer_id"].to_numpy(),
+             **{f"{t}_score": (values if t == TARGET else np.nan) for t in LABELS}}))
+
+    ref, stored = compute_drift(con, day)
+    assert ref == ref_day and stored[TARGET] > drift.FAIL_PSI
+    population = population_drift(con, day, ref, tmp_path / "models")
+    assert population[TARGET] < 0.01
+    assert all(population[t] is None for t in LABELS if t != TARGET)  # no model on disk
+
+    # the reference day's customers had far more sessions: their scores were higher
+    con.execute("update marts.customer_features set sessions_30d = sessions_30d + 3 "
+                "where as_of_date = ?", [ref_day])
+    assert population_drift(con, day, ref, tmp_path / "models")[TARGET] > drift.FAIL_PSI
+    con.close()

@@ -68,13 +68,24 @@ def verdict(value: float | None) -> str:
     return "ok"
 
 
-def psi_table_md(values: Mapping[str, float | None], reference: str, current: str) -> str:
-    """Markdown table: one row per target with its PSI and verdict."""
+def psi_table_md(values: Mapping[str, float | None], reference: str, current: str,
+                 stored: Mapping[str, float | None] | None = None) -> str:
+    """Markdown table: one row per target with its PSI and verdict; with ``stored``, a last
+    column with the PSI of the stored scores (the model refit included), shown, not judged."""
     title = (f"PSI of each score on {current} against {reference} "
              f"(warn > {WARN_PSI}, fail > {FAIL_PSI})")
-    lines = [title, "",
-             "| target | PSI | verdict |", "| --- | --- | --- |"]
-    for target, v in sorted(values.items()):
-        shown = "" if v is None else f"{v:.4f}"
-        lines.append(f"| {target} | {shown} | {verdict(v)} |")
+    head, rule = "| target | PSI | verdict |", "| --- | --- | --- |"
+    if stored is not None:
+        title += (": the population's shift, both days scored by this partition's model. "
+                  "Last column: the stored scores' PSI, the nightly model refit included "
+                  "(no verdict)")
+        head, rule = head + " stored scores' PSI |", rule + " --- |"
+    lines = [title, "", head, rule]
+    for target in sorted(values):
+        v = values[target]
+        line = f"| {target} | {'' if v is None else f'{v:.4f}'} | {verdict(v)} |"
+        if stored is not None:
+            w = stored.get(target)
+            line += f" {'' if w is None else f'{w:.4f}'} |"
+        lines.append(line)
     return "\n".join(lines)
