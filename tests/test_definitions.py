@@ -65,6 +65,18 @@ def test_all_assets_share_the_duckdb_pool(definitions):
             assert node.pools == {"duckdb_warehouse"}, key
 
 
+def test_every_check_is_partitioned_like_the_asset_it_checks(definitions):
+    """An unpartitioned check on a partitioned asset leaves two records per run in the UI's
+    check history: a planned one (with the partition) shown as "Skipped", and the result
+    (without a partition)."""
+    repo = definitions.get_repository_def()
+    graph = definitions.resolve_asset_graph()
+    assert repo.asset_checks_defs_by_key
+    for key, checks in repo.asset_checks_defs_by_key.items():
+        spec = next(s for s in checks.check_specs if s.key == key)
+        assert spec.partitions_def == graph.get(key.asset_key).partitions_def, key
+
+
 def test_dbt_vars_carry_the_partition_date_and_reject_garbage():
     assert json.loads(dbt_vars("2025-06-30")) == {"as_of_date": "2025-06-30"}
     assert json.loads(dbt_vars("2025-06-30", n_cutoffs=4))["n_cutoffs"] == 4

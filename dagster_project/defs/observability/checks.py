@@ -7,7 +7,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from dagster_project.defs.observability.retry import retry_on_lock
-from dagster_project.defs.partitions import DUCKDB_POOL
+from dagster_project.defs.partitions import DUCKDB_POOL, daily_partitions
 from dagster_project.defs.propensity.assets import FEATURE_SQL
 from dagster_project.defs.resources import DataPaths
 from dagster_project.lib import drift
@@ -26,6 +26,7 @@ def freshness_specs() -> list[dg.AssetCheckSpec]:
     return [
         dg.AssetCheckSpec(
             FRESHNESS, asset=dg.AssetKey(["raw", t.raw_name]), blocking=not t.optional,
+            partitions_def=daily_partitions,
             description=(f"Files of {t.source}/{t.table} landed for the partition date ("
                          + ("optional: never blocks" if t.optional
                             else "required: blocks downstream when stale") + ")."),
@@ -139,7 +140,8 @@ def population_drift(con, as_of: dt.date, reference: dt.date,
     return out
 
 
-@dg.asset_check(asset="propensity_scores", name="score_drift", blocking=False, pool=DUCKDB_POOL)
+@dg.asset_check(asset="propensity_scores", name="score_drift", blocking=False, pool=DUCKDB_POOL,
+                partitions_def=daily_partitions)
 def score_drift(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource,
                 paths: DataPaths):
     """PSI of each target's scores against the previous published (else scored) day: the

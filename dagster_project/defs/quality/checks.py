@@ -16,7 +16,7 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from dagster_project.defs.partitions import DUCKDB_POOL
+from dagster_project.defs.partitions import DUCKDB_POOL, daily_partitions
 from dagster_project.defs.quality.candidates import (
     AUDIENCES_NAME,
     EXCLUSIONS_NAME,
@@ -226,7 +226,8 @@ def evaluate_raw(raw_root) -> Callable[..., q.SuiteResult]:
 
 
 # --------------------------------------------------------------------------- checks
-_CHECK = {"asset": "audit_candidates", "blocking": True, "pool": DUCKDB_POOL}
+_CHECK = {"asset": "audit_candidates", "blocking": True, "pool": DUCKDB_POOL,
+          "partitions_def": daily_partitions}
 
 
 @dg.asset_check(name="segments_gate", description=(
