@@ -221,6 +221,11 @@ def test_a_ui_backfill_runs_one_day_at_a_time_oldest_first(tiny, tmp_path):
     (home / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.yaml").read_text())
     env = _env(home, _data_dir(tmp_path, tiny))
     port = _free_port()
+    # Create Dagster's tables first, as the README's production steps do: a webserver and a
+    # daemon started together on an empty home race to create them, and the loser exits
+    # ("table alembic_version already exists"; seen in this test's daemon log).
+    subprocess.run([str(BIN / "dagster"), "instance", "migrate"], cwd=ROOT, env=env,
+                   check=True, capture_output=True, timeout=120)
     log = tmp_path / "webserver.log"
     procs = [_webserver(port, env, log),
              _start([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env,
@@ -228,6 +233,7 @@ def test_a_ui_backfill_runs_one_day_at_a_time_oldest_first(tiny, tmp_path):
     days = [(END - dt.timedelta(days=k)).isoformat() for k in (2, 1, 0)]
     try:
         nodes = _wait_for_graph(port, procs[0], log)
+        assert procs[1].poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
         raw = [{"path": n["assetKey"]["path"]} for n in nodes
                if n["assetKey"]["path"][0] == "raw"]
         launched = _graphql(port, LAUNCH_BACKFILL, {"params": {
