@@ -196,7 +196,8 @@ def order_history_days(frame: pd.DataFrame) -> float:
 
 
 def _organic_inevitable(frame, cfg, holdout):
-    p30, p30_key, p30_lo = rank_key(frame, "purchase_30d")
+    p30_model = rank_key(frame, "purchase_30d")
+    p30 = p30_model.score
     unpaid = numeric(frame, "unpaid_order_share")
     age = numeric(frame, "customer_age_days")
     if not np.isfinite(p30).any():
@@ -218,8 +219,7 @@ def _organic_inevitable(frame, cfg, holdout):
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = np.where(observed > 0, orders * YEAR_DAYS / observed, np.nan)
     rate_cut = quantile_cut(rate, buyers & established, cfg["frequency_quantile"])
-    likely, p30_cuts = model_cut(p30, p30_key, p30_lo, buyers, cfg["purchase_quantile"],
-                                 "purchase_30d_cut")
+    likely, p30_cuts = model_cut(p30_model, buyers, cfg["purchase_quantile"], "purchase_30d_cut")
     cut = p30_cuts["purchase_30d_cut"]
     # likely to buy again: the purchase model says so, or they are on schedule (right after
     # an order a monthly buyer's 30-day chance is low: timing, not a lapse)
@@ -293,14 +293,14 @@ def _margin_destroyer(frame, cfg, holdout):
         thresholds["margin_quantile_cut"] = q_cut
         member &= margin <= q_cut
 
-    ret_score, ret_key, ret_lo = rank_key(frame, "return_60d")
+    ret_model = rank_key(frame, "return_60d")
+    ret_score = ret_model.score
     ret_rate = numeric(frame, "return_rate_365d")
     note = ""
     high_return = np.zeros(len(frame), dtype=bool)
     evidence = False
     if np.isfinite(ret_score).any():
-        top, cuts = model_cut(ret_score, ret_key, ret_lo, buyers, cfg["return_quantile"],
-                              "return_60d_cut")
+        top, cuts = model_cut(ret_model, buyers, cfg["return_quantile"], "return_60d_cut")
         thresholds.update(cuts)
         high_return |= top
         evidence = True

@@ -59,7 +59,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -127,31 +127,37 @@ def quantile_cut(values: np.ndarray, population: np.ndarray, q: float) -> float:
     return float(np.quantile(v, q)) if v.size else float("nan")
 
 
-def rank_key(frame: pd.DataFrame, target: str) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(calibrated score, ranking key, key is the log-odds) of ``target``'s model.
+class ModelScore(NamedTuple):
+    """A model's calibrated score per customer and the key customers are ranked by."""
 
-    The key is ``<target>_log_odds`` when that column is present and finite exactly where the
-    calibrated score is; otherwise the calibrated score itself (module docstring)."""
+    score: np.ndarray
+    key: np.ndarray
+    by_log_odds: bool  # the key is the model's log-odds (else the calibrated score itself)
+
+
+def rank_key(frame: pd.DataFrame, target: str) -> ModelScore:
+    """``target``'s model score. The key is ``<target>_log_odds`` when that column is present
+    and finite exactly where the calibrated score is; otherwise the calibrated score itself
+    (module docstring)."""
     score = numeric(frame, f"{target}_score")
     log_odds = numeric(frame, f"{target}_log_odds")
     finite = np.isfinite(score)
     if finite.any() and np.array_equal(np.isfinite(log_odds), finite):
-        return score, log_odds, True
-    return score, score, False
+        return ModelScore(score, log_odds, True)
+    return ModelScore(score, score, False)
 
 
 def model_cut(
-    score: np.ndarray, key: np.ndarray, by_log_odds: bool, population: np.ndarray, q: float,
-    name: str,
+    m: ModelScore, population: np.ndarray, q: float, name: str
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Customers of ``population`` whose ranking key is >= its q-quantile there, and the
     thresholds to report: ``name`` = the lowest calibrated score selected (NaN when none),
     ``<name minus _cut>_log_odds_cut`` = the key's cut when ranked by log-odds."""
-    cut = quantile_cut(key, population, q)
-    selected = population & (key >= cut)
-    chosen = score[selected & np.isfinite(score)]
+    cut = quantile_cut(m.key, population, q)
+    selected = population & (m.key >= cut)
+    chosen = m.score[selected & np.isfinite(m.score)]
     reported = {name: float(chosen.min()) if chosen.size else float("nan")}
-    if by_log_odds:
+    if m.by_log_odds:
         reported[name.replace("_cut", "_log_odds_cut", 1)] = cut
     return selected, reported
 
@@ -241,36 +247,33 @@ def _states(frame: pd.DataFrame, states: list[str]) -> np.ndarray:
     return frame["lifecycle_state"].isin(states).to_numpy()
 
 
-def _need_score(frame: pd.DataFrame, target: str) -> tuple[np.ndarray, np.ndarray, bool]:
+def _need_score(frame: pd.DataFrame, target: str) -> ModelScore:
     """``rank_key`` of a model the rule cannot do without."""
-    s, key, by_log_odds = rank_key(frame, target)
-    if not np.isfinite(s).any():
+    m = rank_key(frame, target)
+    if not np.isfinite(m.score).any():
         raise _Impossible(f"{target} model absent: {target}_score is missing for every customer")
-    return s, key, by_log_odds
+    return m
 
 
 def _ready_to_repeat(frame: pd.DataFrame, cfg: dict, ctx: dict) -> _Rule:
-    p30, p30_key, p30_lo = _need_score(frame, "purchase_30d")
-    rep, rep_key, rep_lo = rank_key(frame, "repeat_90d")
+    p30 = _need_score(frame, "purchase_30d")
+    rep = rank_key(frame, "repeat_90d")
     q = cfg["score_quantile"]
     orders = numeric(frame, "orders_lifetime")
     eligible = _states(frame, cfg["states"])
     multi = eligible & (orders >= 2)
     single = eligible & (orders == 1)
     note = ""
-    if np.isfinite(rep[single]).any():
-        single_score, single_key, single_lo, single_name = rep, rep_key, rep_lo, "repeat chance 90d"
+    if np.isfinite(rep.score[single]).any():
+        single_model, single_name = rep, "repeat chance 90d"
     else:
-        single_score, single_key, single_lo = p30, p30_key, p30_lo
-        single_name = "purchase chance 30d"
+        single_model, single_name = p30, "purchase chance 30d"
         note = "repeat_90d model absent: one-order customers ranked by purchase_30d_score"
-    top_multi, cuts = model_cut(p30, p30_key, p30_lo, multi, q, "purchase_30d_cut_repeat_buyers")
-    top_single, cuts_single = model_cut(
-        single_score, single_key, single_lo, single, q, "score_cut_one_order"
-    )
+    top_multi, cuts = model_cut(p30, multi, q, "purchase_30d_cut_repeat_buyers")
+    top_single, cuts_single = model_cut(single_model, single, q, "score_cut_one_order")
     member = top_multi | top_single
-    score = np.where(single, single_score, p30)
-    share = np.where(single, top_share(single_key, single), top_share(p30_key, multi))
+    score = np.where(single, single_model.score, p30.score)
+    share = np.where(single, top_share(single_model.key, single), top_share(p30.key, multi))
     name = np.where(single, single_name, "purchase chance 30d")
     group = np.where(single, "one-order", "repeat")
 
@@ -291,14 +294,13 @@ def _ready_to_repeat(frame: pd.DataFrame, cfg: dict, ctx: dict) -> _Rule:
 
 
 def _likely_to_churn(frame: pd.DataFrame, cfg: dict, ctx: dict) -> _Rule:
-    churn, churn_key, churn_lo = _need_score(frame, "churn_90d")
+    churn_model = _need_score(frame, "churn_90d")
+    churn = churn_model.score
     revenue = numeric(frame, "revenue_365d")
     buyers = revenue > 0
     eligible = _states(frame, cfg["states"]) & buyers
     value_cut = quantile_cut(revenue, buyers, cfg["value_quantile"])
-    at_risk, churn_cuts = model_cut(
-        churn, churn_key, churn_lo, eligible, cfg["churn_quantile"], "churn_90d_cut"
-    )
+    at_risk, churn_cuts = model_cut(churn_model, eligible, cfg["churn_quantile"], "churn_90d_cut")
     loss = churn * revenue
     loss_cut = quantile_cut(loss, eligible, cfg["expected_loss_quantile"])
     member = eligible & (revenue > value_cut) & at_risk & (loss >= loss_cut)
@@ -310,7 +312,7 @@ def _likely_to_churn(frame: pd.DataFrame, cfg: dict, ctx: dict) -> _Rule:
             "churn risk ",
             (churn, "%.2f"),
             " (",
-            top_pct(top_share(churn_key, eligible)),
+            top_pct(top_share(churn_model.key, eligible)),
             "), ",
             (revenue, "%.0f"),
             f" {cur} last year, expected loss ",
@@ -326,12 +328,10 @@ def _likely_to_churn(frame: pd.DataFrame, cfg: dict, ctx: dict) -> _Rule:
 
 
 def _deal_triggered(frame: pd.DataFrame, cfg: dict, ctx: dict) -> _Rule:
-    score, key, by_log_odds = _need_score(frame, "discount_next_order")
+    model = _need_score(frame, "discount_next_order")
     share = numeric(frame, "discount_order_share")
     buyers = numeric(frame, "orders_lifetime") > 0
-    top, score_cuts = model_cut(
-        score, key, by_log_odds, buyers, cfg["score_quantile"], "discount_next_order_cut"
-    )
+    top, score_cuts = model_cut(model, buyers, cfg["score_quantile"], "discount_next_order_cut")
     share_cut = max(quantile_cut(share, buyers, cfg["share_quantile"]), cfg["min_discount_share"])
     member = top & (share >= share_cut) & (share > 0)
 
@@ -339,9 +339,9 @@ def _deal_triggered(frame: pd.DataFrame, cfg: dict, ctx: dict) -> _Rule:
         return compose(
             m,
             "discount-order chance ",
-            (score, "%.2f"),
+            (model.score, "%.2f"),
             " (",
-            top_pct(top_share(key, buyers)),
+            top_pct(top_share(model.key, buyers)),
             "), ",
             (np.nan_to_num(share) * 100, "%.0f"),
             "% of past orders discounted",
