@@ -7,6 +7,7 @@ failure.
     python -m dagster_project.cli run --date 2025-06-01 --end 2025-06-07   # a backfill, day by day
     python -m dagster_project.cli run --config run.yaml      # with a Dagster run config
     python -m dagster_project.cli summary [--date ...]      # what is in the warehouse
+    python -m dagster_project.cli prune [--keep-days 35] [--apply]  # drop old partitions
 
 Exit codes: 0 every partition succeeded, 1 a run failed (its failed steps and errors are
 printed on stderr), 2 a bad command line (unknown option, bad date, no such partition).
@@ -179,6 +180,35 @@ def summary(date: str) -> None:
         print(f"  {label:<28} {os.path.relpath(path)}")
 
 
+def prune(keep_days: int, dry_run: bool) -> int:
+    from dagster_project.lib import retention
+
+    if keep_days < retention.MIN_KEEP_DAYS:
+        print(f"error: --keep-days must be at least {retention.MIN_KEEP_DAYS}", file=sys.stderr)
+        return 2
+    db = settings.duckdb_path()
+    if not db.exists():
+        print(f"no warehouse at {os.path.relpath(db)}")
+        return 0
+    con = duckdb.connect(str(db))
+    try:
+        r = retention.prune(con, keep_days, settings.DBT_DIR / "dbt_project.yml", dry_run)
+    finally:
+        con.close()
+    print(("dry run (nothing removed; --apply to do it): " if dry_run else "pruned: ")
+          + r["summary"])
+    for table, n in r["rows"].items():
+        print(f"  {table:<36} {n:>12,} rows")
+    for table in r["dropped_tables"]:
+        print(f"  {table:<36} {'drop' if dry_run else 'dropped'}")
+    mb = 1024 * 1024
+    for when in ("before", "after"):
+        size = r[f"size_{when}"]
+        print(f"  file {when}: {size['used_bytes'] / mb:,.0f} MiB used, "
+              f"{size['free_bytes'] / mb:,.0f} MiB free (reused before the file grows)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dagster_project.cli", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -190,7 +220,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="Dagster run config for the job (e.g. model hyperparameters)")
     s = sub.add_parser("summary", help="print what the warehouse holds for a partition")
     s.add_argument("--date", default="latest")
+    pr = sub.add_parser("prune", help="drop what no later night reads from old partitions "
+                        "(lib/retention.py); a dry run unless --apply")
+    pr.add_argument("--keep-days", type=int, default=35,
+                    help="keep the partitions of the last N days (default 35, at least 8)")
+    pr.add_argument("--apply", action="store_true", help="carry it out (default: only show)")
     args = p.parse_args(argv)  # argparse exits with 2 on a bad command line
+    if args.cmd == "prune":
+        return prune(args.keep_days, dry_run=not args.apply)
     try:
         date = latest_partition() if args.date == "latest" else args.date
         dates = _dates(date, args.end) if args.cmd == "run" else [_date(date, "--date").isoformat()]

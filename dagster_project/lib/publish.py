@@ -17,8 +17,8 @@ kill after COMMIT the new one); and a failed statement inside a transaction make
 return without error while rolling everything back -- hence no exception is ever swallowed
 inside the transaction and the result is read back after COMMIT.
 
-Retention: superseded ``published.<version>`` tables are kept (they are what the history of
-views pointed at); pruning them is a separate, explicit operation.
+Retention: superseded ``published.<version>`` tables are kept until lib/retention.py prunes
+old partitions (never a version a view points at; the history tables hold the same rows).
 """
 
 from __future__ import annotations
@@ -302,7 +302,7 @@ def previous_sizes(con, name: str, column: str, before=None) -> dict[str, int]:
     for the size-change check. Empty when nothing is published."""
     if not table_exists(con, PUBLISHED, "versions"):
         return {}
-    sql = f"SELECT version FROM {PUBLISHED}.versions WHERE name = ?"
+    sql = f"SELECT version, as_of_date FROM {PUBLISHED}.versions WHERE name = ?"
     args: list = [name]
     if before is not None:
         sql += " AND as_of_date < ?"
@@ -310,8 +310,13 @@ def previous_sizes(con, name: str, column: str, before=None) -> dict[str, int]:
     row = con.execute(sql + " ORDER BY as_of_date DESC LIMIT 1", args).fetchone()
     if not row:
         return {}
+    version, day = row
+    if table_exists(con, PUBLISHED, version):
+        source, where, params = q(PUBLISHED, version), "", []
+    else:  # pruned by lib/retention.py: the history holds the same rows for that partition
+        source, where, params = q(PUBLISHED, f"{name}_history"), "WHERE partition_date = ?", [day]
     rows = con.execute(
-        f"SELECT {q(column)}, count(*) FROM {q(PUBLISHED, row[0])} GROUP BY 1 ORDER BY 1"
+        f"SELECT {q(column)}, count(*) FROM {source} {where} GROUP BY 1 ORDER BY 1", params
     ).fetchall()
     return {str(k): int(v) for k, v in rows}
 
