@@ -141,3 +141,44 @@ def test_every_loaded_row_keeps_its_physical_line_around_rejected_lines(tmp_path
                        for n in (1, 2) for ln in (*bad[n], future[n])])
     assert [(f, ln) for f, ln, _ in q] == expected
     assert sum("future" in r for _, _, r in q) == 2
+
+
+def test_a_loaded_file_is_read_again_only_when_its_size_or_mtime_changed(
+        dataset, tmp_path, monkeypatch):
+    import os
+
+    from dagster_project.lib import ingest
+
+    raw = tmp_path / "raw"
+    shutil.copytree(dataset / "raw" / "crm", raw / "crm")
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    ingest_partition(con, raw, END)
+    hashed = []
+    real = ingest._sha256
+    monkeypatch.setattr(ingest, "_sha256", lambda p: hashed.append(p.name) or real(p))
+    assert sum(r.files_loaded for r in ingest_partition(con, raw, END).values()) == 0
+    assert hashed == []  # nothing changed: no file read again
+
+    # touched, same content: hashed once, not reloaded, and its new stat remembered
+    orders = sorted((raw / "crm" / "orders").glob("*.csv"))[-1]
+    st = orders.stat()
+    os.utime(orders, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    results = ingest_partition(con, raw, END)
+    assert hashed == [orders.name] and results["crm__orders"].files_loaded == 0
+    hashed.clear()
+    ingest_partition(con, raw, END)
+    assert hashed == []
+
+    # re-delivered with one character changed (same size, a later mtime): reloaded
+    lines = orders.read_text().splitlines(keepends=True)
+    row = lines[-1]
+    i = next(k for k, ch in enumerate(row) if ch.isdigit() and ch != "9")
+    lines[-1] = row[:i] + str(int(row[i]) + 1) + row[i + 1:]
+    orders.write_text("".join(lines))
+    os.utime(orders, ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**9))
+    assert orders.stat().st_size == st.st_size
+    results = ingest_partition(con, raw, END)
+    assert hashed == [orders.name] and results["crm__orders"].files_loaded == 1
+    sha = con.execute("select sha256 from raw.ingested_files where file = ?",
+                      [f"crm/orders/{orders.name}"]).fetchone()[0]
+    assert sha == real(orders)

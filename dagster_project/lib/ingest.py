@@ -5,6 +5,7 @@ Pure functions over a DuckDB connection (no Dagster import). For a partition dat
 * every file ``<raw_root>/<source>/<table>/<YYYY-MM-DD>.csv`` with a landing date <= D that is
   not yet loaded, or whose content changed, is (re)loaded: its old rows are deleted first, so
   re-running a partition replaces and never duplicates. Files landed after D are not read.
+  A loaded file is hashed again only when its size or modification time changed.
 * a file missing a required column stops the run with an `IngestError` naming file and column.
 * rows DuckDB's CSV reader rejects (wrong field count, a value that does not cast) go to
   ``raw.quarantine`` with file, line, column and DuckDB's reason (its own reject tables).
@@ -68,6 +69,8 @@ create table if not exists raw.ingested_files (
     sha256 varchar not null,
     rows_loaded bigint not null,
     rows_quarantined bigint not null,
+    size_bytes bigint,   -- the file's size and modification time when its hash was taken:
+    mtime_ns bigint,     -- while both are unchanged the file is not read again (see below)
     primary key (raw_table, file)
 )
 """
@@ -95,6 +98,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("create schema if not exists raw")
     con.execute(QUARANTINE_DDL)
     con.execute(FILES_DDL)
+    for col in ("size_bytes", "mtime_ns"):  # warehouses created before these columns
+        con.execute(f"alter table raw.ingested_files add column if not exists {col} bigint")
     con.execute(STATUS_DDL)
     for t in TABLES:
         cols = ", ".join(f'"{c.name}" {c.type}' for c in t.columns)
@@ -116,6 +121,11 @@ def landed_files(raw_root: Path, t: SourceTable, as_of: dt.date) -> list[tuple[P
             if d <= as_of:
                 out.append((p, d))
     return out
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
 
 
 def _sha256(path: Path) -> str:
@@ -188,10 +198,11 @@ def _load_files(
         [t.raw_name, rels],
     )
     con.execute("drop table if exists temp.__files")
-    con.execute("create temp table __files (path varchar, rel varchar, file_date date, sha varchar)")
+    con.execute("create temp table __files (path varchar, rel varchar, file_date date, "
+                "sha varchar, size_bytes bigint, mtime_ns bigint)")
     con.executemany(
-        "insert into temp.__files values (?, ?, ?, ?)",
-        [(str(p), rel, d, sha) for p, d, rel, sha in files],
+        "insert into temp.__files values (?, ?, ?, ?, ?, ?)",
+        [(str(p), rel, d, sha, *_stat(p)) for p, d, rel, sha in files],
     )
     columns = {c.name: _sql_type(c.type) for c in t.columns}
     con.execute("drop table if exists temp.__rej_errors")
@@ -309,7 +320,8 @@ def _load_files(
         insert into raw.ingested_files
         select ?, f.rel, f.file_date, f.sha,
                (select count(*) from raw.{t.raw_name} r where r._file = f.rel),
-               (select count(*) from raw.quarantine q where q.raw_table = ? and q.file = f.rel)
+               (select count(*) from raw.quarantine q where q.raw_table = ? and q.file = f.rel),
+               f.size_bytes, f.mtime_ns
         from __files f
         """,
         [t.raw_name, t.raw_name],
@@ -339,19 +351,31 @@ def ingest_partition(
                 f"required source {t.source}/{t.table}: no files landed by {as_of} under "
                 f"{t.source}/{t.table}/ (expected <YYYY-MM-DD>.csv daily drops)"
             )
-        known = dict(
-            con.execute(
-                "select file, sha256 from raw.ingested_files where raw_table = ?", [t.raw_name]
-            ).fetchall()
-        )
-        todo = []
+        known = {
+            file: (sha, size, mtime) for file, sha, size, mtime in con.execute(
+                "select file, sha256, size_bytes, mtime_ns from raw.ingested_files "
+                "where raw_table = ?", [t.raw_name]).fetchall()
+        }
+        todo, touched = [], []
         for p, d in files:
             rel = f"{t.source}/{t.table}/{p.name}"
+            before = known.get(rel)
+            # A loaded file whose size and modification time are what they were when it was
+            # hashed is not read again: hashing every landed file each night read the whole
+            # history (5 GB, 11 s of a 27 s ingest at 1,000,000 customers). Otherwise the
+            # content hash decides: a rewritten file is reloaded, a merely touched one is not.
+            if before is not None and before[1:] == _stat(p):
+                continue
             sha = _sha256(p)
-            if known.get(rel) != sha:
-                check_header(p, t, rel)
-                todo.append((p, d, rel, sha))
+            if before is not None and before[0] == sha:
+                touched.append((*_stat(p), t.raw_name, rel))
+                continue
+            check_header(p, t, rel)
+            todo.append((p, d, rel, sha))
         plan[t.raw_name] = todo
+        if touched:  # same content: remember the new stat so the next night skips it
+            con.executemany("update raw.ingested_files set size_bytes = ?, mtime_ns = ? "
+                            "where raw_table = ? and file = ?", touched)
     for t in TABLES:
         files = landed_files(raw_root, t, as_of)
         todo = plan[t.raw_name]
