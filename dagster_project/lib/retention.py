@@ -48,6 +48,10 @@ class RetentionPlan:
     drops: list[str] = field(default_factory=list)  # schema.table to drop
     kept_versions: list[str] = field(default_factory=list)  # old, but a view points at it
 
+    def cut_for(self, table: str) -> dt.date | None:
+        """Rows of `table` with an as_of_date before this day go."""
+        return self.feature_cut if table == "marts.customer_features" else self.cut
+
     @property
     def empty(self) -> bool:
         return not self.drops and not any(self.deletes.values())
@@ -100,12 +104,8 @@ def plan(con, keep_days: int = DEFAULT_KEEP_DAYS, cutoff_step_days: int = 7,
     cut = latest - dt.timedelta(days=keep_days)
     feature_cut = cut - dt.timedelta(days=cutoff_step_days * n_cutoffs)
     p = RetentionPlan(latest, cut, feature_cut)
-    p.deletes["marts.customer_labels"] = _count_before(con, "marts.customer_labels",
-                                                       "as_of_date", cut)
-    p.deletes["marts.customer_features"] = _count_before(con, "marts.customer_features",
-                                                         "as_of_date", feature_cut)
-    for table in PARTITIONED:
-        p.deletes[table] = _count_before(con, table, "as_of_date", cut)
+    for table in ("marts.customer_labels", "marts.customer_features", *PARTITIONED):
+        p.deletes[table] = _count_before(con, table, "as_of_date", p.cut_for(table))
     targets = _view_targets(con)
     tables = con.execute("select schema_name, table_name from duckdb_tables() "
                          "where schema_name in ('audit', 'published') "
@@ -135,8 +135,7 @@ def apply(con, p: RetentionPlan) -> dict[str, int]:
         for table, n in p.deletes.items():
             if not n:
                 continue
-            column_cut = p.feature_cut if table == "marts.customer_features" else p.cut
-            con.execute(f"delete from {table} where as_of_date < ?", [column_cut])
+            con.execute(f"delete from {table} where as_of_date < ?", [p.cut_for(table)])
             done[table] = n
         for table in p.drops:
             con.execute(f"drop table {table}")
@@ -145,9 +144,7 @@ def apply(con, p: RetentionPlan) -> dict[str, int]:
         con.execute("rollback")
         raise
     # a failed statement can make COMMIT roll back silently (PITFALLS.md): read back
-    left = {t: _count_before(con, t, "as_of_date",
-                             p.feature_cut if t == "marts.customer_features" else p.cut)
-            for t in done}
+    left = {t: _count_before(con, t, "as_of_date", p.cut_for(t)) for t in done}
     still = [t for t in p.drops if table_exists(con, *t.split("."))]
     if any(left.values()) or still:
         raise RuntimeError(f"retention did not hold: rows left {left}, tables left {still}")
