@@ -81,7 +81,8 @@ def test_truth_is_written_apart_and_the_out_tree_holds_only_source_tables(run):
                               "return_propensity", "ad_responsiveness", "organic_propensity",
                               "trust_friction", "buying_mode", "base_hazard", "marketing_consent",
                               "is_organic_inevitable", "is_margin_destroyer", "is_creative_resistant"},
-        "purchase_probability.parquet": {"customer_id", "cutoff_date", "p_purchase_7d", "p_purchase_30d"},
+        "purchase_probability.parquet": {"customer_id", "cutoff_date", "p_purchase_7d", "p_purchase_30d",
+                                         "alive", "p_alive_observed", "p_purchase_30d_observed"},
         "defects.parquet": {"kind", "source", "table", "file", "line", "column", "key", "detail"},
         "channel_curves.parquet": {"channel", "reach_max", "half_saturation_spend", "hill_shape"},
     }
@@ -159,8 +160,31 @@ def test_true_purchase_probabilities_are_probabilities_and_predict_purchases(run
         ys.append(g.customer_id.isin(set(o.customer_id)).to_numpy())
     y = np.concatenate(ys)
     assert roc_auc_score(y, pp.p_purchase_30d) > 0.7
+    # what a perfect observer could state (no dropout draws) ranks well, below the truth
+    observed = roc_auc_score(y, pp.p_purchase_30d_observed)
+    assert 0.7 < observed < roc_auc_score(y, pp.p_purchase_30d)
     # calibrated in the large: the mean probability matches the realised rate
     assert abs(pp.p_purchase_30d.mean() - y.mean()) < 0.25 * y.mean()
+
+
+def test_the_observers_p_alive_is_a_calibrated_probability_of_the_hidden_flag(run):
+    """p_alive_observed (AliveEvidence: Bayes' rule on the traits, purchases and visits) is a
+    calibrated probability of the hidden alive flag."""
+    root, _ = run
+    pp = pd.read_parquet(root / "truth" / "purchase_probability.parquet")
+    assert pp.p_alive_observed.between(0, 1).all()
+    assert (pp.p_purchase_30d_observed <= pp.p_alive_observed + 1e-12).all()
+    assert (pp.p_purchase_30d <= pp.alive.astype(float) + 1e-12).all()
+    unsure = pp[pp.p_alive_observed.between(0.02, 0.98)]
+    assert len(unsure) > 0.2 * len(pp)
+    bins = pd.cut(unsure.p_alive_observed, [0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    cal = unsure.groupby(bins, observed=True).agg(n=("alive", "size"), alive=("alive", "mean"),
+                                                  p=("p_alive_observed", "mean"))
+    print(cal.round(3).to_string())
+    assert (cal.n >= 100).all()
+    assert ((cal.alive - cal.p).abs() < 0.06).all()
+    brier = ((unsure.p_alive_observed - unsure.alive) ** 2).mean()
+    assert brier < 0.8 * unsure.alive.var()
 
 
 def test_planted_archetypes_behave_distinctly_in_the_data(run):

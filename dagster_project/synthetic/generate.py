@@ -48,10 +48,15 @@ TABLE_FLAGS = {"web": ("web__events",), "ads": ("ads__creatives", "ads__spend", 
                "fx": ("fx__rates",), "activation": ("marketing__activation_log",)}
 
 
-TRUTH_FILES = ("customers.parquet", "purchase_probability.parquet", "defects.parquet",
+TRUTH_FILES = ("customers.parquet", "purchase_probability.parquet", "defects.parquet", "calendar.parquet",
                "channel_curves.parquet", "segment_effects.parquet", "summary.json")
 TRUTH_PP_SCHEMA = pa.schema([("customer_id", pa.string()), ("cutoff_date", pa.date32()),
-                             ("p_purchase_7d", pa.float64()), ("p_purchase_30d", pa.float64())])
+                             ("p_purchase_7d", pa.float64()), ("p_purchase_30d", pa.float64()),
+                             ("alive", pa.bool_()), ("p_alive_observed", pa.float64()),
+                             ("p_purchase_30d_observed", pa.float64())])
+# Log-likelihood ratio (alive vs dropped out) of a day with a browse visit: a dropped-out
+# customer still browses, at DEAD_VISIT_SHARE of their visit rate (Simulation.run).
+DEAD_VISIT_SHARE = 0.4
 
 
 def _day(d: date) -> int:
@@ -152,6 +157,59 @@ class World:
         if day >= self.resist_start:
             off = off | c.creative_resistant[sel]
         return np.where(off, 0.0, h)
+
+
+@dataclass
+class AliveEvidence:
+    """What a perfect observer knows of each customer's hidden "alive" flag: the planted
+    traits and every purchase and browse visit, but not the dropout draws.
+
+    Bayes' rule on the log-odds of alive: the prior at the anchor (the last purchase: alive
+    with 1 - dropout; before any purchase in the run: the share alive at the start for the
+    customer's buying mode, or 1 for a customer created in the run), minus the hazard
+    summed over the days since without a purchase (an alive customer does not buy on a day
+    with probability exp(-h); a dropped-out one never buys), plus the visit evidence since
+    (an alive customer browses on a day with probability vr, a dropped-out one with
+    DEAD_VISIT_SHARE x vr). Reads no random numbers, so the data do not change with it."""
+
+    prior_logit: np.ndarray
+    hazard_since: np.ndarray
+    visit_llr: np.ndarray
+
+    @classmethod
+    def at_start(cls, c: W.Customers, start: int) -> AliveEvidence:
+        pre = c.created_day < start
+        p = np.where(pre, 1 - np.select([c.mode == 0, c.mode == 1], [0.15, 0.4], 0.75), 1.0)
+        p = np.where(c.organic_inevitable | c.margin_destroyer | c.creative_resistant, 1.0, p)
+        return cls(_logit(p), np.zeros(c.n), np.zeros(c.n))
+
+    def no_purchase(self, h: np.ndarray, buyers: np.ndarray) -> None:
+        add = h.copy()
+        add[buyers] = 0.0
+        self.hazard_since += add
+
+    def purchased(self, buyers: np.ndarray, dropout: np.ndarray) -> None:
+        self.prior_logit[buyers] = _logit(1 - dropout)
+        self.hazard_since[buyers] = 0.0
+        self.visit_llr[buyers] = 0.0
+
+    def visits(self, vr_alive: np.ndarray, active: np.ndarray, visitors: np.ndarray) -> None:
+        vr = np.minimum(vr_alive, 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            quiet = np.log1p(-vr) - np.log1p(-DEAD_VISIT_SHARE * vr)
+        self.visit_llr += np.where(active & (vr < 1.0), quiet, 0.0)
+        seen = visitors[vr[visitors] > 0]
+        self.visit_llr[seen] += np.log(1 / DEAD_VISIT_SHARE) - quiet[seen]
+
+    def p_alive(self) -> np.ndarray:
+        z = self.prior_logit - self.hazard_since + self.visit_llr
+        with np.errstate(over="ignore"):
+            return np.where(np.isposinf(z), 1.0, 1 / (1 + np.exp(-z)))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.log(p) - np.log1p(-p)
 
 
 @dataclass
@@ -295,6 +353,7 @@ class Generator:
         n = c.n
         alive = c.alive0.copy()
         last = c.last0.copy()
+        evidence = AliveEvidence.at_start(c, w.start)
         boost = np.zeros(n)
         last_click = np.full(n, -1, np.int8)
         withdrawn = np.zeros(n, bool)
@@ -370,12 +429,14 @@ class Generator:
             self.orders(day, b, boost, last_click)
             last[b] = day
             alive[b] &= r.random(len(b)) >= c.dropout[b]
+            evidence.no_purchase(h, b)
+            evidence.purchased(b, c.dropout[b])
 
             # sessions: browsing (abandoned carts), ad clicks, pure-anonymous visitors
-            vr = c.visit_rate * np.where(alive, 1.0, 0.4)
-            if in_window:
-                vr = np.where(c.creative_resistant, 0.0, vr)
+            vr_alive = c.visit_rate if not in_window else np.where(c.creative_resistant, 0.0, c.visit_rate)
+            vr = vr_alive * np.where(alive, 1.0, DEAD_VISIT_SHARE)
             br = np.flatnonzero(active & (r.random(n) < vr))
+            evidence.visits(vr_alive, active, br)
             nb = len(br)
             cart = r.random(nb) < 0.12 + 0.45 * c.trust[br]
             chk = cart & (r.random(nb) < 0.3 + 0.3 * c.trust[br])
@@ -418,7 +479,7 @@ class Generator:
                     and (k - W.ACTIVATION_FIRST_OFFSET) % W.ACTIVATION_EVERY == 0:
                 self.activation_wave(day, alive, last, boost, withdrawn)
             if day in cutoffs:
-                part = self.truth_at(day, alive, last, boost)
+                part = self.truth_at(day, alive, last, boost, evidence.p_alive())
                 if truth_writer is None:
                     truth_writer = pq.ParquetWriter(cfg.truth / "purchase_probability.parquet", part.schema)
                 truth_writer.write_table(part)
@@ -483,7 +544,7 @@ class Generator:
 
         ds = c.discount[b]
         promo = w.promo[k]
-        p_disc = np.where(md, 0.95, (0.25 + 0.6 * ds) if promo else (0.03 + 0.45 * ds**1.5))
+        p_disc = np.where(md, 0.95, W.discount_probability(ds, promo))
         disc = r.random(nb) < p_disc
         depth = np.where(md, r.uniform(0.35, 0.5, nb),
                          (r.choice([0.1, 0.15, 0.2, 0.25, 0.3], nb) + (0.05 if promo else 0.0)))
@@ -704,8 +765,13 @@ class Generator:
         }, np.full(nr, day, np.int64))
 
     # ----------------------------------------------------------------- truth
-    def truth_at(self, day: int, alive: np.ndarray, last: np.ndarray, boost: np.ndarray) -> pa.Table:
-        """P(purchase in (day, day+h]) = alive * (1 - exp(-sum of the no-purchase hazard))."""
+    def truth_at(self, day: int, alive: np.ndarray, last: np.ndarray, boost: np.ndarray,
+                 p_alive_observed: np.ndarray) -> pa.Table:
+        """P(purchase in (day, day+h]) = alive * (1 - exp(-sum of the no-purchase hazard)).
+
+        ``p_purchase_30d_observed`` puts the observer's P(alive) (AliveEvidence) in place of
+        the hidden alive flag: the best probability anyone could state who knew every trait
+        and saw every purchase and visit, but not the dropout draws."""
         w, c = self.w, self.w.c
         cum = np.zeros(c.n)
         h7 = None
@@ -722,6 +788,9 @@ class Generator:
             "cutoff_date": pa.array(np.full(ok.sum(), day, np.int64).astype("datetime64[D]")),
             "p_purchase_7d": a * -np.expm1(-h7[ok]),
             "p_purchase_30d": a * -np.expm1(-cum[ok]),
+            "alive": alive[ok],
+            "p_alive_observed": p_alive_observed[ok],
+            "p_purchase_30d_observed": p_alive_observed[ok] * -np.expm1(-cum[ok]),
         }, schema=TRUTH_PP_SCHEMA)
 
     # ----------------------------------------------------------------- output
@@ -772,6 +841,10 @@ class Generator:
             "is_creative_resistant": c.creative_resistant,
         })
         pq.write_table(truth, tr / "customers.parquet")
+        pq.write_table(pa.table({
+            "date": (w.start + np.arange(w.n_run)).astype("datetime64[D]"),
+            "promo": w.promo[: w.n_run], "season": w.season[: w.n_run],
+        }), tr / "calendar.parquet")
         pq.write_table(pa.table({
             "channel": list(W.CHANNELS),
             "reach_max": W.CURVE_REACH_MAX, "half_saturation_spend_per_1000": W.CURVE_HALF_SAT,

@@ -270,6 +270,13 @@ def draw_calendar(rng: np.random.Generator, first_day: int, n_days: int):
     return season, promo
 
 
+def discount_probability(ds: np.ndarray, promo: bool | np.ndarray) -> np.ndarray:
+    """P(an order uses a discount) for discount sensitivity ``ds``, on a promo day or not
+    (the margin destroyers' 0.95 aside). The only trace ``ds`` leaves in the data besides a
+    promo-day hazard gain: see scripts/model_ceiling.py's discount observer."""
+    return np.where(promo, 0.25 + 0.6 * ds, 0.03 + 0.45 * ds**1.5)
+
+
 # ----------------------------------------------------------------------------- activations
 # Past activation waves (DESIGN §10): every ACTIVATION_EVERY days the brand activated its
 # segment audiences, keeping a hash-based holdout out of each. PLANTED TRUE EFFECT: a treated
