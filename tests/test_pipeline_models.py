@@ -43,15 +43,20 @@ def metrics(nightly_run):
 
 # Known failures, kept visible (strict: they turn red the day they pass, so the marker must
 # go). With customer-disjoint validation (lib/propensity.py, "Folds") the honest figures on
-# this 3,000-customer, 181-day fixture are: purchase_30d 0.787-0.804 vs planted truth 0.924
-# on the same customers; repeat_90d 0.548 vs baseline 0.595; discount_next_order 0.762 vs
-# baseline 0.773. Why the truth bar is out of reach: the planted probability knows latent
-# state the data do not show (whether a customer has silently dropped out -- 42% of the
-# default data's validation customers -- and their true rate). A LightGBM fitted to the
-# planted probability itself, on the same features and customers, scores 0.862 on the
-# default data where the model scores 0.861 and the truth 0.929 (scripts/model_ceiling.py;
-# more cutoffs, hyperparameters and extra web-history features moved none of it). The test
-# after these two asserts what is reachable: the model is at that feature ceiling.
+# this 3,000-customer, 181-day fixture are: purchase_30d 0.787 vs planted truth 0.924 on the
+# same customers; repeat_90d 0.548 vs baseline 0.595; discount_next_order 0.762 vs baseline
+# 0.773 (209 validation customers). Why (scripts/model_ceiling.py, default data, 4,682
+# customers): the model scores 0.861, LightGBM fitted to the planted probability itself on
+# the same features 0.862 (the feature ceiling), a perfect observer who knows every planted
+# trait and sees every purchase and visit but not the hidden dropout draws 0.907 (the
+# observable truth), the planted truth 0.929. So the model carries what its features carry;
+# the rest is the customers' traits, which the history only estimates, and the dropout draws,
+# which nothing records. discount_next_order: the exact Bayesian posterior of the planted
+# discount sensitivity given each customer's orders (true prior, true promo calendar) scores
+# 0.696 against the baseline's 0.701 (interval -0.033..+0.017): the past discount share is
+# all the order history says about that trait, so no model can beat it there.
+# repeat_90d beats its baseline at 100,000 customers (0.720 vs 0.698) and is within noise at
+# 20,000. The feature-ceiling test below asserts what is reachable.
 KNOWN_HONEST_GAP = pytest.mark.xfail(
     strict=True, reason="honest (customer-disjoint) validation: models below the issue-3 bar "
     "on the 3,000-customer fixture; figures in the comment above")
@@ -124,10 +129,16 @@ def test_purchase_30d_model_reaches_the_feature_ceiling(nightly_run, metrics):
     ceiling_auc = roc_auc_score(y, ceiling.predict(valid[list(FEATURE_COLUMNS)]
                                                    .to_numpy(dtype=float, na_value=np.nan)))
     truth_auc = roc_auc_score(y, valid["p_purchase_30d"])
+    observable_auc = roc_auc_score(y, valid["p_purchase_30d_observed"])
     print(f"purchase_30d on {len(valid)} validation customers: model {model_auc:.3f}, "
-          f"feature ceiling {ceiling_auc:.3f}, planted truth {truth_auc:.3f}")
+          f"feature ceiling {ceiling_auc:.3f}, observable truth {observable_auc:.3f}, "
+          f"planted truth {truth_auc:.3f}")
     assert model_auc >= ceiling_auc - 0.02
-    assert ceiling_auc < truth_auc  # the truth knows what the features cannot
+    # The gap, in two parts. observable truth: every planted trait and every purchase and
+    # visit, the hidden alive flag replaced by its posterior (synthetic AliveEvidence); what
+    # it lacks against the planted truth are the dropout draws, which nothing records. The
+    # features lack the traits themselves, which they can only estimate from the history.
+    assert ceiling_auc < observable_auc < truth_auc
 
 
 def test_scores_are_calibrated_probabilities_with_three_readable_drivers(nightly_run):
