@@ -92,42 +92,58 @@ def purchase_table(con, as_of: dt.date, truth_dir: Path, cutoffs: list[int], tc)
               f"{time.perf_counter() - t0:.1f} |")
 
 
-def discount_observer(orders: pd.DataFrame, customers: pd.DataFrame,
-                      calendar: pd.DataFrame) -> pd.Series:
-    """Posterior mean P(next order discounted) per customer given their past orders
-    (customer_id, order_date, is_discounted), vectorised over a grid of the trait."""
-    normal = customers[~customers["is_margin_destroyer"]]["discount_sensitivity"].to_numpy()
+def order_counts(orders: pd.DataFrame, promo_days: set[dt.date]) -> pd.DataFrame:
+    """Per customer: orders on promo days discounted / not, on other days discounted / not."""
+    o = orders.assign(promo=pd.to_datetime(orders["order_date"]).dt.date.isin(promo_days),
+                      disc=orders["is_discounted"].astype(bool))
+    out = pd.DataFrame({
+        "promo_disc": o["promo"] & o["disc"], "promo_full": o["promo"] & ~o["disc"],
+        "off_disc": ~o["promo"] & o["disc"], "off_full": ~o["promo"] & ~o["disc"],
+    }).astype(int)
+    return out.groupby(o["customer_id"]).sum()
+
+
+def discount_posterior(counts: pd.DataFrame, sensitivities: np.ndarray, md_share: float,
+                       promo_share: float) -> pd.Series:
+    """Posterior mean P(next order discounted) per row of ``counts`` (order_counts), exact on
+    a grid of the trait: the prior is the distribution of ``sensitivities`` (the ordinary
+    customers' planted trait) plus an atom of margin destroyers (``md_share``, who use a
+    discount with MARGIN_DESTROYER_DISCOUNT whatever the day); an order falls on a promo day
+    with odds promo_share / (1 - promo_share) x (1 + PROMO_HAZARD_GAIN x trait), and is
+    discounted with the generator's discount_probability."""
     grid = (np.arange(200) + 0.5) / 200
-    prior = np.histogram(normal, bins=200, range=(0, 1))[0] + 1e-9
-    prior = prior / prior.sum() * (1 - customers["is_margin_destroyer"].mean())
-    md_prior = customers["is_margin_destroyer"].mean()
-    promo_days = set(pd.to_datetime(calendar.loc[calendar["promo"], "date"]).dt.date)
-    share = len(promo_days) / len(calendar)
-    o = orders.assign(promo=pd.to_datetime(orders["order_date"]).dt.date.isin(promo_days))
-    counts = (o.groupby(["customer_id", "promo", "is_discounted"]).size()
-              .unstack(["promo", "is_discounted"], fill_value=0))
-    for col in [(p, d) for p in (True, False) for d in (True, False)]:
-        if col not in counts.columns:
-            counts[col] = 0
+    prior = np.histogram(sensitivities, bins=200, range=(0, 1))[0] + 1e-9
+    prior = prior / prior.sum() * (1 - md_share)
     pp, pn = discount_probability(grid, True), discount_probability(grid, False)
-    gain = share * (1 + PROMO_HAZARD_GAIN * grid)
-    t = gain / (gain + 1 - share)  # P(an order falls on a promo day | trait)
+    gain = promo_share * (1 + PROMO_HAZARD_GAIN * grid)
+    t = gain / (gain + 1 - promo_share)  # P(an order falls on a promo day | trait)
+    m, t_md = MARGIN_DESTROYER_DISCOUNT, promo_share
     n = {k: counts[k].to_numpy(dtype=float)[:, None] for k in counts.columns}
-    ll = (n[(True, True)] * np.log(pp * t) + n[(True, False)] * np.log((1 - pp) * t)
-          + n[(False, True)] * np.log(pn * (1 - t))
-          + n[(False, False)] * np.log((1 - pn) * (1 - t)))
-    m = MARGIN_DESTROYER_DISCOUNT
-    t_md = share / (share + (1 - share))
-    ll_md = (n[(True, True)] * np.log(m * t_md) + n[(True, False)] * np.log((1 - m) * t_md)
-             + n[(False, True)] * np.log(m * (1 - t_md))
-             + n[(False, False)] * np.log((1 - m) * (1 - t_md)))[:, 0]
+
+    def loglik(p_promo, p_off, t):
+        return (n["promo_disc"] * np.log(p_promo * t) + n["promo_full"] * np.log((1 - p_promo) * t)
+                + n["off_disc"] * np.log(p_off * (1 - t))
+                + n["off_full"] * np.log((1 - p_off) * (1 - t)))
+
+    ll = loglik(pp, pn, t)
+    ll_md = loglik(m, m, t_md)[:, 0]
     top = np.maximum(ll.max(axis=1), ll_md)
     w = prior * np.exp(ll - top[:, None])
-    w_md = md_prior * np.exp(ll_md - top)
-    p_next = share * pp + (1 - share) * pn
-    score = ((w * p_next).sum(axis=1) + w_md * m) / (w.sum(axis=1) + w_md)
-    no_history = float((prior * p_next).sum() + md_prior * m)
-    return pd.Series(score, index=counts.index).reindex(customers["customer_id"]).fillna(no_history)
+    w_md = md_share * np.exp(ll_md - top)
+    p_next = t * pp + (1 - t) * pn
+    return pd.Series(((w * p_next).sum(axis=1) + w_md * m) / (w.sum(axis=1) + w_md),
+                     index=counts.index)
+
+
+def discount_observer(orders: pd.DataFrame, customers: pd.DataFrame,
+                      calendar: pd.DataFrame) -> pd.Series:
+    """discount_posterior for every customer of the truth, from their past orders
+    (customer_id, order_date, is_discounted) and the true promo calendar."""
+    md = customers["is_margin_destroyer"].to_numpy(dtype=bool)
+    promo_days = set(pd.to_datetime(calendar.loc[calendar["promo"], "date"]).dt.date)
+    counts = order_counts(orders, promo_days).reindex(customers["customer_id"], fill_value=0)
+    return discount_posterior(counts, customers.loc[~md, "discount_sensitivity"].to_numpy(),
+                              float(md.mean()), len(promo_days) / len(calendar))
 
 
 def discount_table(con, as_of: dt.date, truth_dir: Path, tc) -> None:
