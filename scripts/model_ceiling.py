@@ -146,27 +146,35 @@ def discount_observer(orders: pd.DataFrame, customers: pd.DataFrame,
                               float(md.mean()), len(promo_days) / len(calendar))
 
 
+def observer_scores(con, evaluation: pd.DataFrame, truth_dir: Path) -> np.ndarray:
+    """The discount observer's score for each row of ``evaluation`` (one validation cutoff),
+    from the orders visible at that cutoff."""
+    cutoffs = pd.to_datetime(evaluation["cutoff_date"]).dt.date.unique()
+    if len(cutoffs) != 1:
+        raise ValueError(f"expected one validation cutoff, got {sorted(cutoffs)}")
+    orders = con.execute(ORDERS_SQL, {"cutoff": cutoffs[0]}).df()
+    observer = discount_observer(orders, pd.read_parquet(truth_dir / "customers.parquet"),
+                                 pd.read_parquet(truth_dir / "calendar.parquet"))
+    return observer.reindex(evaluation["customer_id"]).to_numpy()
+
+
 def discount_table(con, as_of: dt.date, truth_dir: Path, tc) -> None:
     target = "discount_next_order"
     frame = training_frame(con, target, as_of, 6)
     result = pm.train_target(frame, target, FEATURE_COLUMNS, tc)
     evaluation = pm.prepare(frame, target)
     evaluation = evaluation[evaluation["fold"] == "calibration"]
-    cutoff = pd.Timestamp(evaluation["cutoff_date"].iloc[0]).date()
-    customers = pd.read_parquet(truth_dir / "customers.parquet")
-    calendar = pd.read_parquet(truth_dir / "calendar.parquet")
-    orders = con.execute(ORDERS_SQL, {"cutoff": cutoff}).df()
-    observer = discount_observer(orders, customers, calendar)
+    customers = pd.read_parquet(truth_dir / "customers.parquet").set_index("customer_id")
     y = evaluation[target].to_numpy()
     baseline = pm._baseline_score(evaluation, tc.baselines[target])
     scores = {
         "model": pm.score(result, evaluation)["raw_score"].to_numpy(),
-        "discount observer": observer.reindex(evaluation["customer_id"]).to_numpy(),
-        "planted trait (not observable)": customers.set_index("customer_id")
-        .loc[evaluation["customer_id"], "discount_sensitivity"].to_numpy(),
+        "discount observer": observer_scores(con, evaluation, truth_dir),
+        "planted trait (not observable)":
+            customers.loc[evaluation["customer_id"], "discount_sensitivity"].to_numpy(),
     }
-    print(f"\ndiscount_next_order at {cutoff}: {len(evaluation):,} calibration-half customers "
-          f"({int(y.sum()):,} positive); baseline "
+    print(f"\ndiscount_next_order at {result.valid_cutoff}: {len(evaluation):,} calibration-half "
+          f"customers ({int(y.sum()):,} positive); baseline "
           f"({tc.baselines[target].description}) AUC {roc_auc_score(y, baseline):.3f}\n")
     print("| score | AUC | minus baseline [95% interval] | verdict |")
     print("| --- | --- | --- | --- |")
