@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import os
 import subprocess
@@ -66,3 +67,12 @@ def query(db: Path, sql: str, params: list | None = None):
 
 def truth_summary(root: Path) -> dict:
     return json.loads((root / "truth" / "summary.json").read_text())
+
+
+def load_script(name: str):
+    """A module of scripts/ (not a package), e.g. load_script("model_ceiling")."""
+    path = settings.PROJECT_ROOT / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

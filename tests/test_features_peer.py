@@ -6,21 +6,9 @@ twice over, on the messy generated data of the nightly run."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from dagster_project import settings
-
-from .helpers import END, query
-
-
-def _peer():
-    path = settings.PROJECT_ROOT / "scripts" / "pandas_peer.py"
-    spec = importlib.util.spec_from_file_location("pandas_peer", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .helpers import END, load_script, query
 
 
 @pytest.mark.parametrize("which", ["partition", "earliest cutoff"])
@@ -29,7 +17,7 @@ def test_pandas_peer_computes_the_same_feature_table_as_dbt(nightly_run, which):
                   "from marts.customer_features")
     as_of = (dates["hi"] if which == "partition" else dates["lo"])[0].date()
     assert (as_of == END) == (which == "partition")
-    peer = _peer()
+    peer = load_script("pandas_peer")
     table = peer.features(nightly_run["root"] / "raw", as_of)
     agreement = peer.compare(table, nightly_run["db"], as_of)
     assert len(table) > 1000

@@ -1,29 +1,21 @@
 """The discount observer of scripts/model_ceiling.py, on data simulated by its own
-assumptions: the case that no model can beat the past-discount-share baseline on the
-generator's data rests on it being the exact posterior, so check that it is."""
+assumptions: the claim that it is the best score any model of the order history can reach
+on the generator's data (tests/test_models_at_scale.py holds the model to it) rests on it
+being the exact posterior, so check that it is."""
 
 from __future__ import annotations
-
-import importlib.util
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from dagster_project import settings
 from dagster_project.synthetic.world import discount_probability
 
-
-def _script():
-    path = settings.PROJECT_ROOT / "scripts" / "model_ceiling.py"
-    spec = importlib.util.spec_from_file_location("model_ceiling", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .helpers import load_script
 
 
 def test_the_discount_observer_is_a_calibrated_posterior_no_worse_than_the_past_share():
-    mc = _script()
+    mc = load_script("model_ceiling")
     rng = np.random.default_rng(5)
     n, promo_share = 40_000, 0.1
     md = rng.random(n) < 0.03

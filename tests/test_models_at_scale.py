@@ -13,19 +13,17 @@ of model minus baseline ROC AUC, "better" when it lies above 0)."""
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from dagster_project import settings
 from dagster_project.defs.propensity.assets import TRAINING_SQL
 from dagster_project.lib import propensity as pm
 from dagster_project.lib.features import LABELS
 
-from .helpers import build_warehouse, make_dataset, query
+from .helpers import build_warehouse, load_script, make_dataset, query
 
 CUSTOMERS = 100_000
 AS_OF = dt.date(2025, 6, 30)
@@ -54,14 +52,6 @@ def at_scale(tmp_path_factory):
         run_config={"ops": {"propensity_models": {"config": {"max_explained_customers": 500}}}})
     assert result.success
     return {"root": root, "db": db}
-
-
-def _script(name: str):
-    path = settings.PROJECT_ROOT / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _metadata(at_scale, target: str) -> dict:
@@ -110,7 +100,7 @@ def test_discount_model_reaches_the_bayesian_observer(at_scale):
     come within 0.01 AUC of it."""
     import duckdb
 
-    mc = _script("model_ceiling")
+    mc = load_script("model_ceiling")
     target = "discount_next_order"
     con = duckdb.connect(str(at_scale["db"]), read_only=True)
     try:

@@ -42,7 +42,7 @@ def metrics(nightly_run):
 
 
 # Model quality against the baselines and the planted truth is asserted where a validation
-# fold can resolve it, on 50,000+ customers: tests/test_models_at_scale.py. On this
+# fold can resolve it, on 100,000 customers: tests/test_models_at_scale.py. On this
 # 3,000-customer fixture a validation half holds 200-700 customers (an AUC difference's 95%
 # interval is +-0.05 to +-0.1), so the tests here check that every model is trained and
 # evaluated, and the reachable bar below.
