@@ -62,6 +62,24 @@ def test_every_model_is_trained_and_compared_with_its_baseline(metrics):
             == metrics["beats_baseline"].astype(bool)).all()
 
 
+def test_purchase_and_churn_models_are_also_compared_with_bg_nbd(nightly_run, metrics):
+    """The BG/NBD reference (lib/btyd.py) is fitted and scored for exactly the purchase and
+    churn targets, and stored with the model and in the metrics table."""
+    import json
+
+    has = metrics["btyd_roc_auc"].notna()
+    assert set(metrics.index[has]) == set(pm.BTYD_TARGETS)
+    assert metrics.loc[has, "btyd_verdict"].isin(["better", "indistinguishable", "worse"]).all()
+    for target in pm.BTYD_TARGETS:
+        meta = json.loads((nightly_run["root"] / "models" / target / END.isoformat()
+                           / "metadata.json").read_text())["btyd"]
+        assert meta["model"] == "BG/NBD" and meta["horizon_days"] == pm.BTYD_TARGETS[target][0]
+        assert all(meta["params"][k] > 0 for k in ("r", "alpha", "a", "b"))
+        assert meta["params"]["n_customers"] > 100
+        assert meta["metrics"]["roc_auc"] == pytest.approx(metrics.loc[target, "btyd_roc_auc"])
+        assert 0.5 < meta["metrics"]["roc_auc"] < 1
+
+
 def test_purchase_30d_model_reaches_the_feature_ceiling(nightly_run, metrics):
     """The reachable bar: LightGBM fitted to the planted probability itself (no label noise),
     on the same training customers, cutoffs and features, is what the features can carry of

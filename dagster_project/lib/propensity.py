@@ -56,6 +56,14 @@ Baseline — per target, a one-feature ranking (``BASELINES``): recency rank for
   cross-fitted isotonic procedure. ``beats_baseline`` is model roc_auc > baseline roc_auc;
   ``baseline_comparison`` adds the difference's paired bootstrap 95% interval and a verdict
   (better / indistinguishable / worse), so a difference within noise reads as one.
+
+Reference model — for the purchase and churn targets (``BTYD_TARGETS``) also the classic
+  buy-till-you-die model, BG/NBD (``lib/btyd.py``): fitted by maximum likelihood on the
+  training customers at the latest training cutoff (their order counts, first-to-last and
+  first-to-cutoff days), it scores the calibration half with P(a purchase within the
+  horizon) (1 minus that for churn). Same metrics, same paired bootstrap against the model;
+  in ``btyd``. A customer without an order is outside BG/NBD and ranks as least likely to
+  buy (most likely to churn).
 """
 
 from __future__ import annotations
@@ -72,6 +80,7 @@ import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from dagster_project.lib import btyd as bgnbd
 from dagster_project.lib.features import LABEL_HORIZON_DAYS, driver_phrase
 
 CUTOFF = "cutoff_date"
@@ -110,6 +119,13 @@ BASELINES: dict[str, Baseline] = {
         "return_rate_365d", +1, "lowest", "past share of units returned (last year)"
     ),
 }
+
+
+# BG/NBD reference per target: (horizon in days, +1 = P(purchase) / -1 = 1 - P(purchase))
+BTYD_TARGETS: dict[str, tuple[int, int]] = {
+    "purchase_7d": (7, +1), "purchase_30d": (30, +1), "churn_90d": (90, -1),
+}
+BTYD_FEATURES = ("orders_lifetime", "recency_span_days", "days_since_first_order")
 
 
 @dataclass(frozen=True)
@@ -217,6 +233,8 @@ class TrainResult:
     beats_baseline: bool | None = None
     # model minus baseline ROC AUC with a paired bootstrap interval (auc_difference)
     baseline_comparison: dict[str, Any] | None = None
+    # BG/NBD reference (BTYD_TARGETS): params, metrics, comparison -- or absent_reason
+    btyd: dict[str, Any] | None = None
     train_cutoffs: tuple[str, ...] = ()
     valid_cutoff: str | None = None
     train_window: tuple[str, str] | None = None  # first and last training cutoff
@@ -530,7 +548,33 @@ def train_target(
         )
         result.beats_baseline = bool(metrics["roc_auc"] > result.baseline_metrics["roc_auc"])
         result.baseline_comparison = auc_difference(y_cal, raw_cal, bs, seed=config.seed)
+    if target in BTYD_TARGETS:
+        result.btyd = _btyd_reference(train, cal, target, raw_cal, quarter, config.seed)
     return result
+
+
+def _btyd_reference(train: pd.DataFrame, cal: pd.DataFrame, target: str, raw_cal: np.ndarray,
+                    quarter: np.ndarray, seed: int) -> dict[str, Any]:
+    horizon, sign = BTYD_TARGETS[target]
+    missing = [c for c in BTYD_FEATURES if c not in train.columns]
+    if missing:
+        return {"absent_reason": f"features {missing} not in the frame"}
+    latest = train.loc[train[CUTOFF] == train[CUTOFF].max()]
+    x, t_x, T = bgnbd.from_features(latest)
+    has = ~np.isnan(x)
+    try:
+        params = bgnbd.fit(x[has], t_x[has], T[has])
+    except ValueError as e:
+        return {"absent_reason": str(e)}
+    p = bgnbd.p_purchase(params, *bgnbd.from_features(cal), horizon)
+    score = np.where(np.isnan(p), -1.0, p) if sign > 0 else np.where(np.isnan(p), 2.0, 1 - p)
+    y = cal[target].to_numpy(dtype=float)
+    return {
+        "model": "BG/NBD", "horizon_days": horizon, "fit_cutoff": _iso(latest[CUTOFF].max()),
+        "params": asdict(params),
+        "metrics": _binary_metrics(y, score, _crossfit_isotonic(score, y, quarter)),
+        "comparison": auc_difference(y, raw_cal, score, seed=seed),
+    }
 
 
 def fit_soft_target(

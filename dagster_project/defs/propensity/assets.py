@@ -184,6 +184,11 @@ def propensity_models(
             for prefix, metrics in (("model", result.metrics), ("baseline", result.baseline_metrics)):
                 for k in ("roc_auc", "pr_auc", "brier", "top_decile_lift", "n_pos", "n_neg"):
                     row[f"{prefix}_{k}"] = (metrics or {}).get(k)
+            # the BG/NBD reference (purchase and churn targets; NULL for the others)
+            btyd = result.btyd or {}
+            for k in ("roc_auc", "pr_auc", "brier", "top_decile_lift"):
+                row[f"btyd_{k}"] = (btyd.get("metrics") or {}).get(k)
+            row["btyd_verdict"] = (btyd.get("comparison") or {}).get("verdict")
             metric_rows.append(row)
             meta: dict = {"status": row["status"], "model_version": version,
                           "model_dir": dg.MetadataValue.path(str(model_dir))}
@@ -235,6 +240,16 @@ def propensity_models(
                         f"{result.baseline_metrics['roc_auc']:.3f}: difference {versus} "
                         "(within noise on this validation half)"
                     )
+                if btyd.get("comparison"):
+                    vs_btyd = pm.describe_comparison(btyd["comparison"])
+                    meta["btyd_roc_auc"] = btyd["metrics"]["roc_auc"]
+                    meta["auc_vs_btyd"] = vs_btyd
+                    if btyd["comparison"]["verdict"] != "better":
+                        context.log.warning(
+                            f"{target}: model AUC {result.metrics['roc_auc']:.3f} vs BG/NBD "
+                            f"{btyd['metrics']['roc_auc']:.3f}: difference {vs_btyd}")
+                elif btyd.get("absent_reason"):
+                    meta["btyd"] = f"not fitted: {btyd['absent_reason']}"
                 meta.update({
                     "roc_auc": result.metrics["roc_auc"],
                     "pr_auc": result.metrics["pr_auc"],
