@@ -162,15 +162,19 @@ def summary(date: str) -> None:
                 value = "(not built)"
             print(f"  {label:<28} {value}")
         try:
+            cols = {r[0] for r in con.execute("DESCRIBE segmentation.model_metrics").fetchall()}
+            # warehouses written before the BG/NBD reference have no btyd_roc_auc column
+            btyd = "round(btyd_roc_auc, 3)" if "btyd_roc_auc" in cols else "NULL"
             rows = con.execute(
                 "SELECT target, status, round(model_roc_auc, 3), round(baseline_roc_auc, 3), "
-                "beats_baseline FROM segmentation.model_metrics WHERE as_of_date = ? "
+                f"beats_baseline, {btyd} FROM segmentation.model_metrics WHERE as_of_date = ? "
                 "ORDER BY target", [dt.date.fromisoformat(date)]).fetchall()
             if rows:
-                print("  models (ROC AUC vs naive baseline):")
-                for t, status, auc, base, beats in rows:
+                print("  models (ROC AUC vs naive baseline; BG/NBD where it applies):")
+                for t, status, auc, base, beats, bg in rows:
                     flag = "" if beats or status != "trained" else "  <-- does not beat baseline"
-                    print(f"    {t:<20} {status:<8} {auc} vs {base}{flag}")
+                    ref = f", BG/NBD {bg}" if bg is not None else ""
+                    print(f"    {t:<20} {status:<8} {auc} vs {base}{ref}{flag}")
         except duckdb.CatalogException:
             pass
     finally:
