@@ -12,7 +12,8 @@ TRUE = btyd.BGNBD(r=0.6, alpha=60.0, a=0.8, b=2.5)
 
 
 def _simulate(n: int, T_max: float, horizon: float, seed: int):
-    """(x, t_x, T) at each customer's cutoff and whether they buy in the next `horizon` days."""
+    """(x, t_x, T) at each customer's cutoff, whether they buy in the next `horizon` days and
+    whether they are alive at T."""
     rng = np.random.default_rng(seed)
     lam = rng.gamma(TRUE.r, 1 / TRUE.alpha, n)
     p = rng.beta(TRUE.a, TRUE.b, n)
@@ -30,11 +31,11 @@ def _simulate(n: int, T_max: float, horizon: float, seed: int):
         future[after] = True
         alive[before] &= rng.random(n)[before] >= p[before]
         active = before & alive
-    return x, t_x, T, future
+    return x, t_x, T, future, alive
 
 
 def test_fit_recovers_the_parameters_of_simulated_customers():
-    x, t_x, T, _ = _simulate(40_000, 720, 30, seed=3)
+    x, t_x, T, _, _ = _simulate(40_000, 720, 30, seed=3)
     got = btyd.fit(x, t_x, T)
     print(got)
     assert got.n_customers == 40_000
@@ -48,14 +49,19 @@ def test_fit_recovers_the_parameters_of_simulated_customers():
 
 
 def test_p_purchase_is_calibrated_and_p_alive_is_one_without_repeat_purchases():
-    x, t_x, T, future = _simulate(60_000, 720, 30, seed=4)
+    x, t_x, T, future, alive = _simulate(60_000, 720, 30, seed=4)
     p = btyd.p_purchase(TRUE, x, t_x, T, 30)
     assert np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
     assert abs(p.mean() - future.mean()) < 0.01
     order = np.argsort(p)
     for part in np.array_split(order, 5):
         assert abs(p[part].mean() - future[part].mean()) < 0.02
-    assert (btyd.p_alive(TRUE, x, t_x, T)[x == 0] == 1).all()
+    pa = btyd.p_alive(TRUE, x, t_x, T)
+    assert (pa[x == 0] == 1).all()
+    unsure = np.flatnonzero((x > 0) & (pa < 0.98))
+    assert len(unsure) > 5000
+    for part in np.array_split(unsure[np.argsort(pa[unsure])], 5):
+        assert abs(pa[part].mean() - alive[part].mean()) < 0.015
     # more recent last purchase, same x and T: more likely alive
     assert btyd.p_alive(TRUE, [3, 3], [300, 100], [400, 400])[0] > \
         btyd.p_alive(TRUE, [3, 3], [300, 100], [400, 400])[1]
