@@ -78,6 +78,14 @@ def test_purchase_and_churn_models_are_also_compared_with_bg_nbd(nightly_run, me
         assert meta["params"]["n_customers"] > 100
         assert meta["metrics"]["roc_auc"] == pytest.approx(metrics.loc[target, "btyd_roc_auc"])
         assert 0.5 < meta["metrics"]["roc_auc"] < 1
+    # and in the metrics table of the UI (propensity_scores' metadata)
+    mats = nightly_run["result"].asset_materializations_for_node("propensity_models")
+    md = next(m.metadata["metrics_vs_baseline"].md_str for m in mats
+              if m.asset_key.path == ["propensity_scores"])
+    assert "| BG/NBD AUC | vs BG/NBD |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| purchase_30d |"))
+    assert f"| {metrics.loc['purchase_30d', 'btyd_roc_auc']:.3f} |" in row
+    assert row.rstrip(" |").endswith(metrics.loc["purchase_30d", "btyd_verdict"])
 
 
 def test_purchase_30d_model_reaches_the_feature_ceiling(nightly_run, metrics):

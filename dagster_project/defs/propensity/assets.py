@@ -126,7 +126,8 @@ def metrics_row_md(r: dict, versus: str = "") -> str:
     return (
         f"| {r['target']} | {r['status']} | {_fmt(r['model_roc_auc'])} | "
         f"{_fmt(r['baseline_roc_auc'])} | {_fmt(r['model_pr_auc'])} | "
-        f"{_fmt(r['model_brier'])} | {_fmt(r['model_top_decile_lift'])} | {beats} | {versus} |"
+        f"{_fmt(r['model_brier'])} | {_fmt(r['model_top_decile_lift'])} | {beats} | {versus} | "
+        f"{_fmt(r.get('btyd_roc_auc'))} | {r.get('btyd_verdict') or ''} |"
     )
 
 
@@ -288,8 +289,8 @@ def propensity_models(
             ),
             "metrics_vs_baseline": dg.MetadataValue.md(
                 "| target | status | ROC AUC | baseline AUC | PR AUC | Brier | lift@10% "
-                "| beats baseline | AUC difference [95% CI] |\n"
-                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + table
+                "| beats baseline | AUC difference [95% CI] | BG/NBD AUC | vs BG/NBD |\n"
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + table
             ),
         },
     )
