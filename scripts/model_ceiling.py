@@ -48,10 +48,11 @@ from dagster_project.defs.propensity.assets import (  # noqa: E402
 )
 from dagster_project.lib import propensity as pm  # noqa: E402
 from dagster_project.lib.features import FEATURE_COLUMNS  # noqa: E402
-from dagster_project.synthetic.world import discount_probability  # noqa: E402
-
-MARGIN_DESTROYER_DISCOUNT = 0.95  # synthetic.generate: their orders' discount probability
-PROMO_HAZARD_GAIN = 2.5  # synthetic.generate: hazard x (1 + 2.5 ds) on promo days
+from dagster_project.synthetic.world import (  # noqa: E402
+    MARGIN_DESTROYER_DISCOUNT,
+    PROMO_HAZARD_GAIN,
+    discount_probability,
+)
 
 ORDERS_SQL = """
 select o.customer_id, o.order_date, o.is_discounted

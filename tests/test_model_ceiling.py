@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from dagster_project.synthetic.world import discount_probability
+from dagster_project.synthetic import world as W
 
 from .helpers import load_script
 
@@ -20,12 +20,12 @@ def test_the_discount_observer_is_a_calibrated_posterior_no_worse_than_the_past_
     n, promo_share = 40_000, 0.1
     md = rng.random(n) < 0.03
     ds = rng.beta(2, 5, n)
-    gain = promo_share * (1 + mc.PROMO_HAZARD_GAIN * ds)
+    gain = promo_share * (1 + W.PROMO_HAZARD_GAIN * ds)
     t = np.where(md, promo_share, gain / (gain + 1 - promo_share))
 
     def orders(k):
         promo = rng.random(k.size) < t
-        p = np.where(md, mc.MARGIN_DESTROYER_DISCOUNT, discount_probability(ds, promo))
+        p = np.where(md, W.MARGIN_DESTROYER_DISCOUNT, W.discount_probability(ds, promo))
         return promo, rng.random(k.size) < p
 
     k = 1 + rng.poisson(1.5, n)

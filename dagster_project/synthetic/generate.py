@@ -121,7 +121,7 @@ class World:
         self.fx = np.column_stack([np.ones(self.n_cal), 0.92 * np.exp(steps[:, 0]), 1.17 * np.exp(steps[:, 1])])
         c = self.c
         self.resist_start = self.end - CREATIVE_RESISTANT_WINDOW + 1
-        self.promo_gain = 1 + 2.5 * c.discount
+        self.promo_gain = 1 + W.PROMO_HAZARD_GAIN * c.discount
         self.static = c.base * (1 - 0.35 * c.trust)
         # planted activation effect: hazard x act_mult on days act_from < day <= act_until
         self.act_from = np.full(c.n, -1, np.int64)
@@ -179,7 +179,7 @@ class AliveEvidence:
     @classmethod
     def at_start(cls, c: W.Customers, start: int) -> AliveEvidence:
         pre = c.created_day < start
-        p = np.where(pre, 1 - np.select([c.mode == 0, c.mode == 1], [0.15, 0.4], 0.75), 1.0)
+        p = np.where(pre, 1 - W.start_dropout_share(c.mode), 1.0)
         p = np.where(c.organic_inevitable | c.margin_destroyer | c.creative_resistant, 1.0, p)
         return cls(_logit(p), np.zeros(c.n), np.zeros(c.n))
 
@@ -544,7 +544,7 @@ class Generator:
 
         ds = c.discount[b]
         promo = w.promo[k]
-        p_disc = np.where(md, 0.95, W.discount_probability(ds, promo))
+        p_disc = np.where(md, W.MARGIN_DESTROYER_DISCOUNT, W.discount_probability(ds, promo))
         disc = r.random(nb) < p_disc
         depth = np.where(md, r.uniform(0.35, 0.5, nb),
                          (r.choice([0.1, 0.15, 0.2, 0.25, 0.3], nb) + (0.05 if promo else 0.0)))

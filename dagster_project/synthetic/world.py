@@ -163,7 +163,7 @@ def draw_customers(rng: np.random.Generator, n: int, start: int, end: int,
     # a retargeting pool: ordinary customers also heavily exposed at the end of the run, so
     # heavy exposure alone does not single out the creative-resistant
     retarget = ~(oi | md | cr) & (rng.random(n) < 0.04)
-    alive0 = np.where(pre, rng.random(n) > np.select([mode == 0, mode == 1], [0.15, 0.4], 0.75), True)
+    alive0 = np.where(pre, rng.random(n) > start_dropout_share(mode), True)
     alive0 |= oi | md | cr
     since = np.minimum(start - created_day, (rng.random(n) * np.where(mode == 0, cycle, 200)).astype(np.int64))
     last0 = np.where(pre, start - 1 - np.maximum(since, 0), created_day)
@@ -270,9 +270,21 @@ def draw_calendar(rng: np.random.Generator, first_day: int, n_days: int):
     return season, promo
 
 
+# Promo days multiply a customer's purchase hazard by 1 + PROMO_HAZARD_GAIN x discount
+# sensitivity; a margin destroyer's order uses a discount with MARGIN_DESTROYER_DISCOUNT.
+PROMO_HAZARD_GAIN = 2.5
+MARGIN_DESTROYER_DISCOUNT = 0.95
+
+
+def start_dropout_share(mode: np.ndarray) -> np.ndarray:
+    """Share of the customers created before the run who have already dropped out at its
+    start, by buying mode (the planted archetypes aside: they are all alive)."""
+    return np.select([mode == 0, mode == 1], [0.15, 0.4], 0.75)
+
+
 def discount_probability(ds: np.ndarray, promo: bool | np.ndarray) -> np.ndarray:
     """P(an order uses a discount) for discount sensitivity ``ds``, on a promo day or not
-    (the margin destroyers' 0.95 aside). The only trace ``ds`` leaves in the data besides a
+    (the margin destroyers' MARGIN_DESTROYER_DISCOUNT aside). The only trace ``ds`` leaves in the data besides a
     promo-day hazard gain: see scripts/model_ceiling.py's discount observer."""
     return np.where(promo, 0.25 + 0.6 * ds, 0.03 + 0.45 * ds**1.5)
 
