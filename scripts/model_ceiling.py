@@ -15,7 +15,13 @@ calibration-half customers the pipeline reports its metrics on:
 - the *observable truth* (``p_purchase_30d_observed``): every planted trait, every purchase
   and visit, and in place of the hidden alive flag its posterior given them
   (``synthetic.generate.AliveEvidence``): what a perfect observer could state;
-- the planted truth, which also knows the dropout draws that nothing in the data records.
+- the planted truth, which also knows the dropout draws that nothing in the data records;
+- *model + planted traits*: the model trained as the asset trains it, on the labels, with
+  four planted traits added as features (daily base hazard, buying mode, buying cycle,
+  dropout probability): what a model would reach if it could read each customer's traits
+  off their history perfectly. No feature of the data can carry more than these traits do
+  about a customer's future orders (the rest is the daily draws), so it measures how much
+  of the gap to the planted truth any feature work could close.
 
 **discount_next_order against its baseline.** In the generator, a customer's discount
 sensitivity shows in the data only through their orders: whether each was discounted (more
@@ -66,16 +72,30 @@ def training_frame(con, target: str, as_of: dt.date, n_cutoffs: int) -> pd.DataF
                        {"as_of": as_of, "n_cutoffs": n_cutoffs, "max_customers": 2**62}).df()
 
 
+TRAITS = ("base_hazard", "buying_mode", "cycle_days", "dropout_prob")
+
+
+def planted_traits(truth_dir: Path) -> pd.DataFrame:
+    """The four planted traits that set a customer's purchase hazard, as numeric columns."""
+    c = pd.read_parquet(truth_dir / "customers.parquet", columns=["customer_id", *TRAITS])
+    modes = sorted(c["buying_mode"].astype(str).unique())
+    return c.assign(buying_mode=c["buying_mode"].astype(str).map(modes.index).astype(float))
+
+
 def purchase_table(con, as_of: dt.date, truth_dir: Path, cutoffs: list[int], tc) -> None:
     target = "purchase_30d"
     truth = pd.read_parquet(truth_dir / "purchase_probability.parquet")
     truth["cutoff_date"] = pd.to_datetime(truth["cutoff_date"])
+    traits = planted_traits(truth_dir)
     print("| training cutoffs | training rows | evaluation rows | model AUC | feature ceiling "
-          "AUC | observable truth AUC | planted truth AUC | seconds |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+          "AUC | model + planted traits AUC | observable truth AUC | planted truth AUC | "
+          "seconds |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for n in cutoffs:
         t0 = time.perf_counter()
         frame = training_frame(con, target, as_of, n)
+        informed = frame.merge(traits, on="customer_id", how="left")
+        oracle = pm.train_target(informed, target, (*FEATURE_COLUMNS, *TRAITS), tc)
         result = pm.train_target(frame, target, FEATURE_COLUMNS, tc)
         prepared = pm.prepare(frame, target).merge(
             truth, on=["cutoff_date", "customer_id"], how="left")
@@ -86,10 +106,12 @@ def purchase_table(con, as_of: dt.date, truth_dir: Path, cutoffs: list[int], tc)
         model_auc = roc_auc_score(y, pm.score(result, evaluation)["raw_score"])
         ceiling = pm.fit_soft_target(train, "p_purchase_30d", FEATURE_COLUMNS, tc)
         ceiling_auc = roc_auc_score(y, ceiling.predict(pm._matrix(evaluation, FEATURE_COLUMNS)))
+        informed_eval = evaluation.merge(traits, on="customer_id", how="left")
+        oracle_auc = roc_auc_score(y, pm.score(oracle, informed_eval)["raw_score"])
         observable_auc = roc_auc_score(y, evaluation["p_purchase_30d_observed"])
         truth_auc = roc_auc_score(y, evaluation["p_purchase_30d"])
         print(f"| {n} | {len(train):,} | {len(evaluation):,} | {model_auc:.3f} | "
-              f"{ceiling_auc:.3f} | {observable_auc:.3f} | {truth_auc:.3f} | "
+              f"{ceiling_auc:.3f} | {oracle_auc:.3f} | {observable_auc:.3f} | {truth_auc:.3f} | "
               f"{time.perf_counter() - t0:.1f} |")
 
 
