@@ -4,6 +4,7 @@ import datetime as dt
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 from dagster_duckdb import DuckDBResource
 
 from dagster_project.defs.observability.retry import retry_on_lock
@@ -78,25 +79,34 @@ def reference_date(con, as_of: dt.date) -> dt.date | None:
         [as_of]).fetchone()[0]
 
 
-def compute_drift(con, as_of: dt.date) -> tuple[dt.date | None, dict[str, float | None]]:
-    """(reference date, PSI per target) of the stored scores of `as_of` against the stored
-    scores of the reference day: how much the scores a user reads changed, the night's model
-    refit included. PSI None where a target has no scores on either day (model absent)."""
+def compute_drift(con, as_of: dt.date, current: dict[str, np.ndarray] | None = None,
+                  ) -> tuple[dt.date | None, dict[str, float | None]]:
+    """(reference date, PSI per target) of the stored scores of `as_of` (`current`, read here
+    when not given) against the stored scores of the reference day: how much the scores a user
+    reads changed, the night's model refit included. PSI None where a target has no scores on
+    either day (model absent)."""
     reference = reference_date(con, as_of)
     if reference is None:
         return None, {}
+    current = stored_scores(con, as_of) if current is None else current
     out: dict[str, float | None] = {}
-    for target in LABELS:
-        col = f"{target}_score"
-        cur, ref = (_stored_scores(con, col, d) for d in (as_of, reference))
+    for target, ref in stored_scores(con, reference).items():
+        cur = current[target]
         out[target] = (drift.psi(ref, cur, edges=drift.PROBABILITY_EDGES)
                        if len(cur) and len(ref) else None)
     return reference, out
 
 
-def _stored_scores(con, col: str, day: dt.date):
-    return con.execute(f"select {col} from segmentation.propensity_scores "
-                       f"where as_of_date = ? and {col} is not null", [day]).fetchnumpy()[col]
+def stored_scores(con, day: dt.date) -> dict[str, np.ndarray]:
+    """{target: the non-null stored scores of `day`}, one read of the scores table."""
+    cols = [f"{t}_score" for t in LABELS]
+    got = con.execute(f"select {', '.join(cols)} from segmentation.propensity_scores "
+                      "where as_of_date = ?", [day]).fetchnumpy()
+    out = {}
+    for target, col in zip(LABELS, cols):
+        v = got[col].compressed() if np.ma.isMaskedArray(got[col]) else got[col]  # NULLs out
+        out[target] = np.asarray(v, dtype=np.float64)
+    return out
 
 
 # Customers of the reference day re-scored at most (a deterministic sample by id hash above
@@ -104,8 +114,8 @@ def _stored_scores(con, col: str, day: dt.date):
 MAX_RESCORED = 200_000
 
 
-def population_drift(con, as_of: dt.date, reference: dt.date,
-                     models: Path) -> dict[str, float | None]:
+def population_drift(con, as_of: dt.date, reference: dt.date, models: Path,
+                     current: dict[str, np.ndarray] | None = None) -> dict[str, float | None]:
     """PSI per target of the population's shift alone: the reference day's customers, re-scored
     by the model of `as_of` from their features at the reference day, against the scores of
     `as_of`. One model on both sides, as PSI is meant to be read: a nightly refit moves the
@@ -130,14 +140,14 @@ def population_drift(con, as_of: dt.date, reference: dt.date,
         f"select f.customer_id, {FEATURE_SQL} from marts.customer_features f "
         "where f.as_of_date = ? and hash(f.customer_id) % ? = 0 order by f.customer_id",
         [reference, every]).df()
+    current = stored_scores(con, as_of) if current is None else current
     out: dict[str, float | None] = {}
     for target, result in results.items():
-        current = _stored_scores(con, f"{target}_score", as_of)
-        if result is None or not len(current) or frame.empty:
+        if result is None or not len(current[target]) or frame.empty:
             out[target] = None
             continue
         rescored = pm.score(result, frame)["score"].to_numpy()
-        out[target] = drift.psi(rescored, current, edges=drift.PROBABILITY_EDGES)
+        out[target] = drift.psi(rescored, current[target], edges=drift.PROBABILITY_EDGES)
     return out
 
 
@@ -153,8 +163,9 @@ def score_drift(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource,
     # about publishing.
     as_of = dt.date.fromisoformat(context.partition_key)
     with retry_on_lock(context), duckdb.get_connection() as con:
-        reference, stored = compute_drift(con, as_of)
-        population = (population_drift(con, as_of, reference, paths.models)
+        current = stored_scores(con, as_of)  # read once, used by both comparisons
+        reference, stored = compute_drift(con, as_of, current)
+        population = (population_drift(con, as_of, reference, paths.models, current)
                       if reference is not None else {})
     if reference is None:
         return dg.AssetCheckResult(passed=True, description="no earlier scored day to compare with",
