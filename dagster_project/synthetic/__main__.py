@@ -15,7 +15,7 @@ from .generate import Config, generate
 def parse_args(argv: list[str] | None = None) -> Config:
     p = argparse.ArgumentParser(prog="python -m dagster_project.synthetic", description=__doc__)
     p.add_argument("--customers", type=int, default=5000)
-    p.add_argument("--start", type=date.fromisoformat, default=None, help="default: end - 364 days")
+    p.add_argument("--start", type=date.fromisoformat, default=None, help="default: end - 729 days (two years)")
     p.add_argument("--end", type=date.fromisoformat, default=None, help="default: yesterday (UTC)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--messiness", type=float, default=0.01, help="defect rate per table per kind")

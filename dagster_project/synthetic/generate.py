@@ -92,7 +92,7 @@ class Config:
 
     def resolved(self) -> Config:
         end = self.end or (datetime.now(UTC).date() - timedelta(days=1))
-        start = self.start or (end - timedelta(days=364))
+        start = self.start or (end - timedelta(days=729))  # two years
         if start > end:
             raise ValueError(f"start {start} is after end {end}")
         if self.missing_column:
