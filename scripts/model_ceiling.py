@@ -18,10 +18,10 @@ calibration-half customers the pipeline reports its metrics on:
 - the planted truth, which also knows the dropout draws that nothing in the data records;
 - *model + planted traits*: the model trained as the asset trains it, on the labels, with
   four planted traits added as features (daily base hazard, buying mode, buying cycle,
-  dropout probability): what a model would reach if it could read each customer's traits
-  off their history perfectly. No feature of the data can carry more than these traits do
-  about a customer's future orders (the rest is the daily draws), so it measures how much
-  of the gap to the planted truth any feature work could close.
+  dropout probability): what a model would reach if it could read these four traits off
+  each customer's history perfectly, i.e. how much of the gap to the planted truth better
+  estimates of them would close (the other traits that move the hazard, such as trust and
+  media share, are left out).
 
 **discount_next_order against its baseline.** In the generator, a customer's discount
 sensitivity shows in the data only through their orders: whether each was discounted (more
