@@ -6,7 +6,7 @@ import csv
 import hashlib
 import io
 import json
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +225,13 @@ def test_disabled_sources_write_no_files_even_over_an_earlier_full_run(tmp_path)
 def test_unknown_missing_column_is_refused(tmp_path):
     with pytest.raises(ValueError, match="missing-column"):
         generate(_config(tmp_path, missing_column="crm__orders:no_such_column"))
+
+
+def test_the_default_history_is_two_years_ending_yesterday():
+    # two years so that the earliest training cutoff (18 weeks back) still has a full year
+    # behind its 365-day feature windows (README, "How good the models are")
+    c = Config(customers=10, end=date(2025, 6, 30)).resolved()
+    assert (c.start, c.end) == (date(2023, 7, 2), date(2025, 6, 30))
+    assert (c.end - c.start).days + 1 == 730
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    assert Config(customers=10).resolved().end == yesterday
