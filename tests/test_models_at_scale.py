@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from dagster_project.defs.propensity.assets import TRAINING_SQL
+from dagster_project.defs.propensity.assets import TRAINING_SQL, PropensityConfig
 from dagster_project.lib import propensity as pm
 from dagster_project.lib.features import LABELS
 
@@ -60,6 +60,23 @@ def at_scale(tmp_path_factory):
 def _metadata(at_scale, target: str) -> dict:
     path = at_scale["root"] / "models" / target / AS_OF.isoformat() / "metadata.json"
     return json.loads(path.read_text())
+
+
+def _calibration_half(at_scale, target: str) -> pd.DataFrame:
+    """The validation customers the asset reports ``target``'s metrics on: its training frame
+    read as the asset reads it (default config), then the calibration half of the fold."""
+    import duckdb
+
+    cfg = PropensityConfig()
+    con = duckdb.connect(str(at_scale["db"]), read_only=True)
+    try:
+        frame = con.execute(TRAINING_SQL.replace("{target}", target),
+                            {"as_of": AS_OF, "n_cutoffs": cfg.n_train_cutoffs,
+                             "max_customers": cfg.max_train_customers}).df()
+    finally:
+        con.close()
+    valid = pm.prepare(frame, target)
+    return valid[valid["fold"] == "calibration"]
 
 
 def _comparisons(at_scale) -> dict[str, dict]:
@@ -106,12 +123,9 @@ def test_discount_model_reaches_the_bayesian_observer(at_scale):
 
     mc = load_script("model_ceiling")
     target = "discount_next_order"
+    valid = _calibration_half(at_scale, target)
     con = duckdb.connect(str(at_scale["db"]), read_only=True)
     try:
-        frame = con.execute(TRAINING_SQL.replace("{target}", target),
-                            {"as_of": AS_OF, "n_cutoffs": 6, "max_customers": 50_000}).df()
-        valid = pm.prepare(frame, target)
-        valid = valid[valid["fold"] == "calibration"]
         observer = mc.observer_scores(con, valid, at_scale["root"] / "truth")
     finally:
         con.close()
@@ -142,15 +156,8 @@ def test_purchase_and_churn_models_beat_bg_nbd_beyond_noise(at_scale):
 @pytest.fixture(scope="module")
 def purchase_30d_validation(at_scale) -> pd.DataFrame:
     """The saved purchase_30d model's calibration half, scored, with the generator's truth."""
-    import duckdb
-
     target = "purchase_30d"
-    con = duckdb.connect(str(at_scale["db"]), read_only=True)
-    frame = con.execute(TRAINING_SQL.replace("{target}", target),
-                        {"as_of": AS_OF, "n_cutoffs": 6, "max_customers": 50_000}).df()
-    con.close()
-    valid = pm.prepare(frame, target)
-    valid = valid[valid["fold"] == "calibration"]
+    valid = _calibration_half(at_scale, target)
     model = pm.load_model(at_scale["root"] / "models" / target / AS_OF.isoformat())
     valid = valid.assign(score=pm.score(model, valid)["raw_score"].to_numpy(),
                          cutoff_date=pd.to_datetime(valid["cutoff_date"]))

@@ -96,9 +96,11 @@ def p_purchase(params: BGNBD, x, t_x, T, horizon: float) -> np.ndarray:
 
 # The customer_features columns that give (x, t_x, T): lifetime orders, first-to-last order
 # days, days since the first order (NaN without an order).
+FEATURES = ("orders_lifetime", "recency_span_days", "days_since_first_order")
+
+
 def from_features(df) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    x = df["orders_lifetime"].to_numpy(dtype=float, na_value=np.nan) - 1
-    t_x = df["recency_span_days"].to_numpy(dtype=float, na_value=np.nan)
-    T = df["days_since_first_order"].to_numpy(dtype=float, na_value=np.nan)
+    orders, t_x, T = (df[c].to_numpy(dtype=float, na_value=np.nan) for c in FEATURES)
+    x = orders - 1
     none = ~(x >= 0)
     return tuple(np.where(none, np.nan, v) for v in (x, t_x, T))

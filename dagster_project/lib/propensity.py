@@ -125,7 +125,6 @@ BASELINES: dict[str, Baseline] = {
 BTYD_TARGETS: dict[str, tuple[int, int]] = {
     "purchase_7d": (7, +1), "purchase_30d": (30, +1), "churn_90d": (90, -1),
 }
-BTYD_FEATURES = ("orders_lifetime", "recency_span_days", "days_since_first_order")
 
 
 @dataclass(frozen=True)
@@ -556,14 +555,12 @@ def train_target(
 def _btyd_reference(train: pd.DataFrame, cal: pd.DataFrame, target: str, raw_cal: np.ndarray,
                     quarter: np.ndarray, seed: int) -> dict[str, Any]:
     horizon, sign = BTYD_TARGETS[target]
-    missing = [c for c in BTYD_FEATURES if c not in train.columns]
+    missing = [c for c in bgnbd.FEATURES if c not in train.columns]
     if missing:
         return {"absent_reason": f"features {missing} not in the frame"}
     latest = train.loc[train[CUTOFF] == train[CUTOFF].max()]
-    x, t_x, T = bgnbd.from_features(latest)
-    has = ~np.isnan(x)
-    try:
-        params = bgnbd.fit(x[has], t_x[has], T[has])
+    try:  # customers without an order (NaN) are outside BG/NBD; fit leaves them out
+        params = bgnbd.fit(*bgnbd.from_features(latest))
     except ValueError as e:
         return {"absent_reason": str(e)}
     p = bgnbd.p_purchase(params, *bgnbd.from_features(cal), horizon)
