@@ -50,8 +50,19 @@ def latest_partition() -> str:
 
     keys = daily_partitions.get_partition_keys()
     if not keys:
-        raise UsageError("no partitions exist yet (check DS_PARTITION_START)")
+        raise UsageError(partition_range_message(None, keys=[]))
     return keys[-1]
+
+
+def partition_range_message(date: str | None, keys: list[str]) -> str:
+    """Which days exist, where the first one comes from and how to change it."""
+    start, source = settings.partition_start_and_source()
+    days = (f"partitions run from {keys[0]} to {keys[-1]} (the last complete UTC day)" if keys
+            else f"no partition exists: the first would be {start}, after the last complete "
+                 "UTC day")
+    head = f"no partition for {date}: " if date else ""
+    return (f"{head}{days}; the first day is {start}, from {source}. To run earlier days, set "
+            "DS_PARTITION_START=YYYY-MM-DD (or land files dated that early in the raw folder).")
 
 
 class UsageError(ValueError):
@@ -76,8 +87,7 @@ def _dates(start: str, end: str | None) -> list[str]:
     known = set(daily_partitions.get_partition_keys())
     outside = [d for d in dates if d not in known]
     if outside:
-        raise UsageError(f"no partition for {outside[0]}: partitions run from "
-                         f"{settings.partition_start()} to the last complete UTC day")
+        raise UsageError(partition_range_message(outside[0], keys=sorted(known)))
     return dates
 
 

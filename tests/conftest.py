@@ -13,6 +13,13 @@ import pytest
 from .helpers import END, make_dataset, run_dbt
 
 
+# The tests' datasets start on 2025-01-01 (helpers.START) and many tests share one process,
+# where the partitions are fixed when the definitions are first imported: configure the first
+# partition rather than derive it from whichever raw folder was seen first. Tests of the
+# derived default run the CLI in a subprocess without this variable.
+os.environ.setdefault("DS_PARTITION_START", "2025-01-01")
+
+
 def pytest_configure(config):
     """Tests build the dbt manifest themselves (`dbt parse`), as CI does: once, in the main
     process, before any pytest-xdist worker starts (two workers writing dbt/target at once

@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 
 from dagster_project import settings
+from dagster_project.lib.currency import reporting_currency
 from dagster_project.lib.dbt_vars import dbt_state_dir, dbt_vars
 from dagster_project.lib.ingest import ingest_partition
 from dagster_project.synthetic import Config, generate
@@ -39,8 +40,17 @@ def run_dbt(args: list[str], **env: str) -> subprocess.CompletedProcess:
 
 def dbt_build(db: Path, as_of: dt.date, select: str | None = None) -> None:
     """Run `dbt build` for one partition against `db`, its artifacts beside the warehouse as
-    the dbt asset writes them (dbt/target is shared by every test process)."""
-    args = ["build", "--vars", dbt_vars(as_of.isoformat()), "--quiet"]
+    the dbt asset writes them (dbt/target is shared by every test process), with the vars the
+    dbt asset passes (the partition and its reporting currency)."""
+    currency = "EUR"
+    if db.exists():
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            currency, _ = reporting_currency(con, as_of)
+        finally:
+            con.close()
+    args = ["build", "--vars", dbt_vars(as_of.isoformat(), reporting_currency=currency),
+            "--quiet"]
     if select:
         args += ["--select", select]
     proc = run_dbt(args, DS_DUCKDB_PATH=str(db), DBT_TARGET_PATH=str(dbt_state_dir(db)))

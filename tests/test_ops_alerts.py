@@ -66,6 +66,44 @@ def test_a_required_source_silent_beyond_its_tolerance_is_stale():
         assert alerts.source_freshness(Path(d) / "none", "web__events", END, True).status == "absent"
 
 
+def _files(folder: Path, days: list[dt.date]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for d in days:
+        (folder / f"{d.isoformat()}.csv").write_text("x\n")
+    return folder
+
+
+def test_a_closed_cohorts_customer_master_is_a_delta_not_stale_while_orders_name_known_customers(
+        tmp_path):
+    # every customer acquired in one quarter: the last customers file is 189 days old
+    folder = _files(tmp_path / "customers", [END - dt.timedelta(days=189 + i) for i in range(60)])
+    known = alerts.source_freshness(folder, "crm__customers", END, optional=False,
+                                    unknown_reference=(1200, 0))
+    assert known.status == "fresh" and known.landing == "delta"
+    assert "189 days" in known.reason and "known customers" in known.reason
+    # orders that name customers in no customers file: new customers are missing
+    missing = alerts.source_freshness(folder, "crm__customers", END, optional=False,
+                                      unknown_reference=(1200, 300))
+    assert missing.status == "stale"
+    assert "300 of the 1,200 orders" in missing.reason and "25%" in missing.reason
+
+
+def test_a_feed_is_judged_by_its_own_landing_rhythm_and_the_tolerance_is_configurable(
+        tmp_path, monkeypatch):
+    weekly = _files(tmp_path / "rates", [END - dt.timedelta(days=7 * i + 5) for i in range(12)])
+    f = alerts.source_freshness(weekly, "fx__rates", END, optional=True)
+    assert f.status == "late" and f.max_lag_days == 8 and f.configured_max_lag_days == 3
+    assert "widened" in f.reason
+    daily = _files(tmp_path / "orders", [END - dt.timedelta(days=i + 5) for i in range(60)])
+    assert alerts.source_freshness(daily, "crm__orders", END, optional=False).status == "stale"
+    monkeypatch.setenv("DS_FRESHNESS_MAX_LAG_DAYS", "crm__orders=7, web__events=1")
+    relaxed = alerts.source_freshness(daily, "crm__orders", END, optional=False)
+    assert relaxed.status == "late" and relaxed.max_lag_days == 7
+    monkeypatch.setenv("DS_FRESHNESS_MAX_LAG_DAYS", "crm__orders=seven")
+    with pytest.raises(ValueError, match="DS_FRESHNESS_MAX_LAG_DAYS"):
+        alerts.source_freshness(daily, "crm__orders", END, optional=False)
+
+
 def test_freshness_check_warns_for_a_late_optional_source_and_blocks_on_a_stale_required_one(
         small, tmp_path):
     import shutil

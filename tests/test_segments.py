@@ -12,6 +12,7 @@ from dagster_project.lib.segments import (
     attach_playbook,
     load_config,
     load_playbook,
+    min_segment_size,
 )
 
 ALL_SOURCES = {"web": True, "ads": True, "returns": True, "support": True}
@@ -59,8 +60,21 @@ def make_frame(n: int = 6000, seed: int = 0) -> pd.DataFrame:
 def small_min_config(**overrides) -> dict:
     config = copy.deepcopy(load_config())
     config["min_segment_size"] = 50
+    config.pop("min_segment_base_share")  # an explicit size, as a run config gives it
     config.update(overrides)
     return config
+
+
+def test_the_minimum_segment_size_scales_with_a_small_base_and_keeps_its_floor_and_cap():
+    config = load_config()
+    assert min_segment_size(config, 1_000_000) == config["min_segment_size"] == 500
+    assert min_segment_size(config, 20_000) == 500
+    assert min_segment_size(config, 3_000) == 75
+    assert min_segment_size(config, 1_500) == config["min_segment_floor"] == 50
+    explicit = {**config, "min_segment_size": 10}
+    assert min_segment_size(explicit, 100) == 10  # the floor never exceeds the size
+    without = {k: v for k, v in config.items() if k != "min_segment_base_share"}
+    assert min_segment_size(without, 1_500) == 500
 
 
 def test_every_customer_gets_exactly_the_first_flagged_segment_in_priority_order():

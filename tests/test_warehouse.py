@@ -2,13 +2,21 @@ import datetime as dt
 
 import duckdb
 import pandas as pd
+import pytest
 
+from dagster_project.lib import schemas
 from dagster_project.lib.warehouse import replace_partition
 
 DAY1, DAY2 = dt.date(2026, 1, 1), dt.date(2026, 1, 2)
 
 
-def test_a_partition_rewritten_replaces_its_rows_and_a_new_column_is_added():
+@pytest.fixture
+def declared(monkeypatch):
+    monkeypatch.setitem(schemas.SCHEMAS, "s.t", (("as_of_date", "DATE"), ("x", "BIGINT"),
+                                                 ("y", "DOUBLE"), ("note", "VARCHAR")))
+
+
+def test_a_partition_rewritten_replaces_its_rows_and_a_new_column_is_added(declared):
     con = duckdb.connect()
     replace_partition(con, "s.t", pd.DataFrame({"as_of_date": [DAY1] * 2, "x": [1, 2]}), DAY1)
     replace_partition(con, "s.t", pd.DataFrame({"as_of_date": [DAY1] * 2, "x": [3, 4]}), DAY1)
@@ -19,3 +27,60 @@ def test_a_partition_rewritten_replaces_its_rows_and_a_new_column_is_added():
     assert rows == [(DAY1, 3, None), (DAY1, 4, None), (DAY2, 5, 0.5)]
     assert dict(con.execute("select column_name, data_type from information_schema.columns "
                             "where table_name = 't'").fetchall())["y"] == "DOUBLE"
+
+
+def test_a_column_null_on_the_first_night_keeps_its_declared_type(declared):
+    con = duckdb.connect()
+    replace_partition(con, "s.t", pd.DataFrame(
+        {"as_of_date": [DAY1], "x": [1], "note": [None]}), DAY1)
+    replace_partition(con, "s.t", pd.DataFrame(
+        {"as_of_date": [DAY2], "x": [2], "note": ["no rows with a label"]}), DAY2)
+    assert con.execute("select note from s.t where as_of_date = ?", [DAY2]).fetchone()[0] \
+        == "no rows with a label"
+
+
+def test_a_table_created_with_a_wrong_type_is_altered_to_the_declared_one(declared):
+    con = duckdb.connect()
+    con.execute("create schema s")
+    con.execute("create table s.t (as_of_date date, x bigint, note integer)")  # an old version
+    con.execute("insert into s.t values (?, 1, null)", [DAY1])
+    replace_partition(con, "s.t", pd.DataFrame(
+        {"as_of_date": [DAY2], "x": [2], "note": ["text"]}), DAY2)
+    assert con.execute("select count(*), max(note) from s.t").fetchone() == (2, "text")
+
+
+def test_an_undeclared_column_is_an_error_not_a_guess(declared):
+    con = duckdb.connect()
+    with pytest.raises(schemas.UndeclaredColumn, match="'surprise'"):
+        replace_partition(con, "s.t", pd.DataFrame(
+            {"as_of_date": [DAY1], "surprise": [1]}), DAY1)
+
+
+def _metrics(as_of: dt.date, absent: set[str]) -> pd.DataFrame:
+    rows = []
+    for target in ("purchase_7d", "purchase_30d", "churn_90d", "return_60d"):
+        if target in absent:
+            rows.append({"as_of_date": as_of, "target": target, "status": "absent",
+                         "absent_reason": f"no rows with a {target} label"})
+        else:
+            rows.append({"as_of_date": as_of, "target": target, "status": "trained",
+                         "absent_reason": None, "model_roc_auc": 0.8, "model_n_pos": 120,
+                         "beats_baseline": True, "best_iteration": 40})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("order", ["present_then_absent", "absent_then_present"])
+def test_model_metrics_take_nights_with_and_without_absent_models_in_any_order(order):
+    con = duckdb.connect()
+    nights = [set(), {"purchase_7d", "return_60d", "churn_90d"}]
+    if order == "absent_then_present":
+        nights.reverse()
+    for day, absent in zip((DAY1, DAY2), nights, strict=True):
+        replace_partition(con, "segmentation.model_metrics", _metrics(day, absent), day)
+    got = con.execute("select as_of_date, target, status, absent_reason, model_n_pos "
+                      "from segmentation.model_metrics order by 1, 2").df()
+    assert len(got) == 8
+    assert set(got.loc[got.status == "absent", "absent_reason"]) == {
+        "no rows with a purchase_7d label", "no rows with a return_60d label",
+        "no rows with a churn_90d label"}
+    assert (got.loc[got.status == "trained", "model_n_pos"] == 120).all()

@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .ingest import DATE_FILE
 
 ALERTS_FILE = "alerts.jsonl"
@@ -137,12 +139,35 @@ def post_webhook(url: str, payload: Mapping, timeout: float = 10.0) -> str | Non
 
 
 # --------------------------------------------------------------------------- freshness
-# Days a source may go without a new file before it is stale (ERROR). Sources whose files
-# land only when something happened (new/changed customers, tickets, returns) tolerate
-# longer gaps than daily feeds; None = reference data that lands only when it changes
-# (never stale). A day without a file dated D but within the tolerance is a WARN.
-# The tolerances are for a shop with a steady flow; a very small one (the tests' 200 customers)
-# can go a week without a new or changed customer, hence 30 days for the customer master.
+# How each table's exports land, which decides what "no file today" means:
+# - "feed": a file every day something happened (orders, events, spend, rates). Silence past
+#   the tolerance is stale (ERROR for a required source).
+# - "delta": files land only when something changed (new or changed customers, tickets,
+#   returns, activations). No file means no change, not a missing export. A closed cohort's
+#   shop lands no customers file for months while its orders land daily. Such a table is
+#   stale only when the data says a change is missing: for the customer master, orders that
+#   landed within the tolerance and reference customers that are in no customers file
+#   (more than DS_FRESHNESS_UNKNOWN_SHARE, default 5 %, of them).
+# - "reference": catalogue data that lands when it changes (creatives); never stale.
+LANDING: dict[str, str] = {
+    "crm__customers": "delta",
+    "crm__orders": "feed",
+    "crm__order_lines": "feed",
+    "crm__support_tickets": "delta",
+    "web__events": "feed",
+    "ads__creatives": "reference",
+    "ads__spend": "feed",
+    "ads__exposures": "feed",
+    "returns__returns": "delta",
+    "fx__rates": "feed",
+    "marketing__activation_log": "delta",
+}
+# Days a table may go without a new file before it is judged (configured tolerance). Override
+# per table with DS_FRESHNESS_MAX_LAG_DAYS="crm__orders=7,web__events=3". The tolerance in
+# force is widened to what the table's own landing history shows: one day more than the 95th
+# percentile of the gaps between its files over the last 120 days (a weekly rates feed has
+# 7-day gaps and is stale after 8 silent days, not 3), so the check judges each table against
+# what its exports actually look like.
 MAX_LAG_DAYS: dict[str, int | None] = {
     "crm__customers": 30,
     "crm__orders": 3,
@@ -157,6 +182,25 @@ MAX_LAG_DAYS: dict[str, int | None] = {
     "marketing__activation_log": 14,
 }
 DEFAULT_MAX_LAG_DAYS = 2
+HISTORY_DAYS = 120
+DEFAULT_UNKNOWN_SHARE = 0.05
+
+
+def configured_max_lag_days(raw_table: str) -> int | None:
+    """The configured tolerance of a table: DS_FRESHNESS_MAX_LAG_DAYS, else MAX_LAG_DAYS."""
+    for item in os.environ.get("DS_FRESHNESS_MAX_LAG_DAYS", "").split(","):
+        name, _, days = item.partition("=")
+        if name.strip() == raw_table and days.strip():
+            try:
+                return int(days)
+            except ValueError:
+                raise ValueError(f"DS_FRESHNESS_MAX_LAG_DAYS: {item.strip()!r} is not "
+                                 "table=days") from None
+    return MAX_LAG_DAYS.get(raw_table, DEFAULT_MAX_LAG_DAYS)
+
+
+def unknown_share_tolerated() -> float:
+    return float(os.environ.get("DS_FRESHNESS_UNKNOWN_SHARE", DEFAULT_UNKNOWN_SHARE))
 
 
 @dataclass(frozen=True)
@@ -166,33 +210,57 @@ class Freshness:
     optional: bool
     latest_file: dt.date | None  # newest file dated <= as_of
     files: int  # files dated <= as_of
-    max_lag_days: int | None
+    max_lag_days: int | None  # the tolerance in force (configured, widened by the history)
     status: str  # "fresh" | "late" (warn) | "stale" (error) | "absent" (optional, never landed)
     reason: str
+    landing: str = "feed"  # feed | delta | reference
+    configured_max_lag_days: int | None = None
+    usual_gap_days: float | None = None  # 95th percentile of the gaps between files
 
     @property
     def lag_days(self) -> int | None:
         return None if self.latest_file is None else (self.as_of - self.latest_file).days
 
 
+def _usual_gap(dates: list[dt.date], as_of: dt.date) -> float | None:
+    recent = sorted(d for d in dates if (as_of - d).days <= HISTORY_DAYS)
+    if len(recent) < 3:
+        return None
+    gaps = np.diff(np.array([d.toordinal() for d in recent]))
+    return float(np.percentile(gaps, 95))
+
+
 def source_freshness(folder: Path, raw_table: str, as_of: dt.date, optional: bool,
-                     max_lag_days: int | None = ...) -> Freshness:  # type: ignore[assignment]
+                     max_lag_days: int | None = ...,  # type: ignore[assignment]
+                     unknown_reference: tuple[int, int] | None = None) -> Freshness:
     """Did the files of one source table land for `as_of`? Reads the landing folder
     (`<raw>/<source>/<table>/<YYYY-MM-DD>.csv`); files dated after `as_of` are ignored, so a
-    backfilled day is judged as it was that night."""
-    if max_lag_days is ...:
-        max_lag_days = MAX_LAG_DAYS.get(raw_table, DEFAULT_MAX_LAG_DAYS)
+    backfilled day is judged as it was that night. ``unknown_reference``: for the customer
+    master, (orders landed within the tolerance, those of them referencing customers in no
+    customers file), the evidence a delta table is judged by."""
+    configured = configured_max_lag_days(raw_table) if max_lag_days is ... else max_lag_days
+    landing = LANDING.get(raw_table, "feed")
     dates = []
     if folder.is_dir():
         for p in folder.iterdir():
             m = DATE_FILE.match(p.name)
-            if m and (d := dt.date.fromisoformat(m.group(1))) <= as_of:
+            if not m:
+                continue
+            try:
+                d = dt.date.fromisoformat(m.group(1))
+            except ValueError:  # an impossible date: the ingest names the file
+                continue
+            if d <= as_of:
                 dates.append(d)
     latest = max(dates) if dates else None
+    usual = _usual_gap(dates, as_of)
+    tolerance = configured
+    if configured is not None and usual is not None:
+        tolerance = max(configured, int(np.ceil(usual)) + 1)
 
     def result(status: str, reason: str) -> Freshness:
-        return Freshness(raw_table, as_of, optional, latest, len(dates), max_lag_days,
-                         status, reason)
+        return Freshness(raw_table, as_of, optional, latest, len(dates), tolerance,
+                         status, reason, landing, configured, usual)
 
     if latest is None:
         if optional:
@@ -201,10 +269,31 @@ def source_freshness(folder: Path, raw_table: str, as_of: dt.date, optional: boo
     lag = (as_of - latest).days
     if lag == 0:
         return result("fresh", f"file for {as_of} landed")
-    if max_lag_days is None:
+    if tolerance is None or landing == "reference":
         return result("fresh", f"reference data, last file {latest}")
-    if lag > max_lag_days:
+    widened = ("" if tolerance == configured else
+               f" (configured {configured}, widened to the usual longest gap between its "
+               f"files, {usual:g} days, plus one)")
+    if landing == "delta":
+        if lag <= tolerance:
+            return result("fresh", f"no file since {latest} ({lag} day(s)): files land only "
+                                   "when something changed")
+        if unknown_reference is None:
+            return result("fresh", f"no file for {lag} days (last {latest}): a delta export "
+                                   "(files land only when something changed)")
+        orders, unknown = unknown_reference
+        share = unknown / orders if orders else 0.0
+        if share > unknown_share_tolerated():
+            return result("stale", f"no file for {lag} days (last {latest}) and {unknown:,} of "
+                                   f"the {orders:,} orders landed in the last {tolerance} days "
+                                   f"({share:.0%}) reference customers in no customers file: "
+                                   "new customers are missing")
+        return result("fresh", f"no file for {lag} days (last {latest}): a delta export, no "
+                               f"file means no change; the {orders:,} orders landed in the last "
+                               f"{tolerance} days reference known customers"
+                               + (f" (all but {unknown:,})" if unknown else ""))
+    if lag > tolerance:
         return result("stale", f"no file for {lag} days (last {latest}); "
-                               f"tolerated: {max_lag_days}")
+                               f"tolerated: {tolerance}{widened}")
     return result("late", f"no file dated {as_of} (last {latest}, {lag} day(s) ago; "
-                          f"stale after {max_lag_days})")
+                          f"stale after {tolerance}{widened})")

@@ -445,9 +445,17 @@ def _primary(flags: dict[str, np.ndarray], priority: list[str], n: int, default:
 
 
 def min_segment_size(config: dict[str, Any], n_customers: int) -> int:
-    """The minimum primary count of a segment: max(min_segment_size, share x customers)."""
+    """The minimum primary count of a segment for a base of ``n_customers``:
+    ``min_segment_size`` for a large base, ``min_segment_base_share`` of a smaller one (never
+    below ``min_segment_floor``, nor above ``min_segment_size``), and at least ``min_segment_share`` of any base. Without
+    ``min_segment_base_share`` (a run config's explicit size) the size is taken as it is."""
     share = float(config.get("min_segment_share") or 0.0)
-    return max(int(config["min_segment_size"]), math.ceil(share * n_customers))
+    size = int(config["min_segment_size"])
+    base_share = config.get("min_segment_base_share")
+    if base_share:
+        floor = min(int(config.get("min_segment_floor", 0)), size)
+        size = max(floor, min(size, math.ceil(float(base_share) * n_customers)))
+    return max(size, math.ceil(share * n_customers))
 
 
 def assign_segments(

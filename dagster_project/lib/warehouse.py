@@ -7,6 +7,8 @@ import datetime as dt
 import duckdb
 import pandas as pd
 
+from .schemas import column_types
+
 
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
     """Whether ``schema.table`` (a table or a view) exists."""
@@ -19,23 +21,31 @@ def replace_partition(
     con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame, as_of: dt.date
 ) -> int:
     """Replace the rows of `as_of` in `schema.table` with `frame` (which must carry an
-    `as_of_date` column), in one transaction. Creates the table from the frame if missing;
-    a column the frame has and the table lacks (a newer version of the asset) is added, NULL
-    in the partitions written before. Re-running a partition replaces, never duplicates."""
+    `as_of_date` column), in one transaction. Every column gets its declared type
+    (``lib/schemas.py``), whatever the frame's dtypes that night (an all-NULL column of a
+    night would otherwise fix the type from nothing). Creates the table if missing; a declared
+    column the table lacks (a newer version of the asset) is added, NULL in the partitions
+    written before; a column whose type differs from the declared one is altered to it.
+    Re-running a partition replaces, never duplicates."""
     schema = table.split(".")[0]
     if "as_of_date" not in frame.columns:
         raise ValueError(f"{table}: frame has no as_of_date column")
+    types = column_types(table, list(frame.columns))
+    cols = ", ".join(f'"{c}" {t}' for c, t in types.items())
+    select = ", ".join(f'cast("{c}" as {t}) as "{c}"' for c, t in types.items())
     con.execute(f"create schema if not exists {schema}")
     con.register("__frame", frame)
     try:
         con.execute("begin transaction")
-        con.execute(f"create table if not exists {table} as select * from __frame limit 0")
-        have = {r[0] for r in con.execute(f"describe {table}").fetchall()}
-        for name, dtype, *_ in con.execute("describe __frame").fetchall():
+        con.execute(f"create table if not exists {table} ({cols})")
+        have = {r[0]: r[1] for r in con.execute(f"describe {table}").fetchall()}
+        for name, typ in types.items():
             if name not in have:
-                con.execute(f'alter table {table} add column "{name}" {dtype}')
+                con.execute(f'alter table {table} add column "{name}" {typ}')
+            elif have[name] != typ:
+                con.execute(f'alter table {table} alter column "{name}" set data type {typ}')
         con.execute(f"delete from {table} where as_of_date = ?", [as_of])
-        con.execute(f"insert into {table} by name select * from __frame")
+        con.execute(f"insert into {table} by name select {select} from __frame")
         con.execute("commit")
     except Exception:
         con.execute("rollback")

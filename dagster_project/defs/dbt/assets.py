@@ -11,6 +11,7 @@ from dagster_project.defs.dbt.project import dbt_project
 from dagster_project.defs.dbt.translator import ProjectTranslator
 from dagster_project.defs.partitions import DUCKDB_POOL, daily_partitions, one_run_per_partition
 from dagster_project.defs.resources import warehouse
+from dagster_project.lib.currency import reporting_currency
 from dagster_project.lib.dbt_vars import dbt_state_dir, dbt_vars
 from dagster_project.lib.warehouse import relation_row_counts
 
@@ -25,8 +26,12 @@ from dagster_project.lib.warehouse import relation_row_counts
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, duckdb: DuckDBResource):
     """Staging, intermediate and point-in-time feature marts for the partition's as_of_date."""
     as_of = context.partition_key
+    with warehouse(duckdb) as con:  # closed before dbt opens the file
+        currency, why = reporting_currency(con, dt.date.fromisoformat(as_of))
+    context.log.info(f"reporting currency {currency}: {why}")
     # Unit tests are for development and CI (`make test` runs them), not for every night.
-    args = ["build", "--vars", dbt_vars(as_of), "--exclude-resource-type", "unit_test"]
+    args = ["build", "--vars", dbt_vars(as_of, reporting_currency=currency),
+            "--exclude-resource-type", "unit_test"]
     invocation = dbt.cli(args, context=context, target_path=dbt_state_dir(duckdb.database))
     # dbt holds the warehouse's write lock until it exits, so the row counts are read after
     # the build: the events are collected (dbt's log still streams live) and yielded then.

@@ -26,6 +26,7 @@ from dagster_project.defs.resources import warehouse
 from dagster_project.lib import measurement as M
 from dagster_project.lib import report as rpt
 from dagster_project.lib.segments import SEGMENTS
+from dagster_project.lib.sources import sources_present
 from dagster_project.lib.warehouse import replace_partition, table_exists
 
 NO_EARLIER = "no earlier partition"
@@ -190,6 +191,9 @@ def creative_fatigue(context: dg.AssetExecutionContext, config: MeasurementConfi
     """CTR by cumulative frequency per segment x creative; creatives past their knee flagged."""
     as_of = _as_of(context)
     with warehouse(duckdb) as con:
+        absent = None if sources_present(con, as_of)["ads"] else (
+            f"absent: no ads exposures landed by {as_of} (ads/exposures is optional); fatigue "
+            "needs user-level impressions")
         con.register("measurement_segments", _primary_segments(con, as_of))
         by_freq = con.execute(M.FATIGUE_SQL, {"as_of": as_of, "days": config.fatigue_days}).df()
         con.unregister("measurement_segments")
@@ -203,9 +207,13 @@ def creative_fatigue(context: dg.AssetExecutionContext, config: MeasurementConfi
         table.insert(0, "as_of_date", as_of)
         n = replace_partition(con, "measurement.creative_fatigue", table, as_of)
 
-    past = fat[fat["past_knee"]].sort_values("share_impressions_past_knee", ascending=False)
+    if absent:
+        context.log.warning(f"creative_fatigue {absent}")
+    past = fat[fat["past_knee"].astype(bool)].sort_values("share_impressions_past_knee",
+                                                          ascending=False)
     return dg.MaterializeResult(metadata={
         "rows": n,
+        **({"absent_reason": absent} if absent else {}),
         "creatives_judged": int((fat["status"] == "ok").sum()),
         "past_knee": int(fat["past_knee"].sum()),
         "past_knee_creatives": dg.MetadataValue.md(

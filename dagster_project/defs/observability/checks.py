@@ -10,7 +10,7 @@ from dagster_duckdb import DuckDBResource
 from dagster_project.defs.observability.retry import retry_on_lock
 from dagster_project.defs.partitions import DUCKDB_POOL, daily_partitions
 from dagster_project.defs.propensity.assets import FEATURE_SQL
-from dagster_project.defs.resources import DataPaths
+from dagster_project.defs.resources import DataPaths, warehouse
 from dagster_project.lib import drift
 from dagster_project.lib import propensity as pm
 from dagster_project.lib.alerts import source_freshness
@@ -36,12 +36,47 @@ def freshness_specs() -> list[dg.AssetCheckSpec]:
     ]
 
 
-@dg.multi_asset_check(specs=freshness_specs(), name="raw_source_freshness")
-def raw_source_freshness(context: dg.AssetCheckExecutionContext, paths: DataPaths):
-    """Per source table: a file dated D landed (pass), is late (warn) or stale (error)."""
+UNKNOWN_CUSTOMERS_SQL = """
+-- Orders landed within the customer master's tolerance, and how many of them reference a
+-- customer that is in no customers file landed by the partition date.
+select count(*) as orders,
+       count(*) filter (where c.customer_id is null) as unknown
+from raw.crm__orders o
+left join (select distinct trim(customer_id) as customer_id from raw.crm__customers
+           where _file_date <= $as_of) c on c.customer_id = trim(o.customer_id)
+where o._file_date <= $as_of and o._file_date > $as_of - $days::integer
+"""
+
+
+def unknown_customer_references(con, as_of: dt.date, days: int) -> tuple[int, int] | None:
+    """(orders landed in the last `days` days, those referencing unknown customers), or None
+    when the raw tables are not there."""
+    from duckdb import CatalogException
+
+    try:
+        orders, unknown = con.execute(UNKNOWN_CUSTOMERS_SQL,
+                                      {"as_of": as_of, "days": days}).fetchone()
+    except CatalogException:
+        return None
+    return int(orders), int(unknown)
+
+
+@dg.multi_asset_check(specs=freshness_specs(), name="raw_source_freshness", pool=DUCKDB_POOL)
+def raw_source_freshness(context: dg.AssetCheckExecutionContext, paths: DataPaths,
+                         duckdb: DuckDBResource):
+    """Per source table: a file dated D landed (pass), is late (warn) or stale (error), judged
+    by how the table's exports land (lib/alerts.py: LANDING, the tolerance and its widening)."""
     as_of = dt.date.fromisoformat(context.partition_key)
     for t in TABLES:
-        f = source_freshness(paths.raw / t.source / t.table, t.raw_name, as_of, t.optional)
+        folder = paths.raw / t.source / t.table
+        f = source_freshness(folder, t.raw_name, as_of, t.optional)
+        if f.landing == "delta" and f.status == "fresh" and t.raw_name == "crm__customers" \
+                and f.lag_days and f.lag_days > (f.max_lag_days or 0):
+            # a customer master silent past its tolerance: judged by the orders that landed
+            with retry_on_lock(context), warehouse(duckdb) as con:
+                evidence = unknown_customer_references(con, as_of, f.max_lag_days or 0)
+            f = source_freshness(folder, t.raw_name, as_of, t.optional,
+                                 unknown_reference=evidence)
         if f.status in ("late", "stale"):
             context.log.warning(f"{t.raw_name}: {f.reason}")
         yield dg.AssetCheckResult(
@@ -53,10 +88,14 @@ def raw_source_freshness(context: dg.AssetCheckExecutionContext, paths: DataPath
             description=f.reason,
             metadata={
                 "status": f.status,
+                "landing": f.landing,
                 "latest_file": str(f.latest_file) if f.latest_file else "none",
                 "lag_days": -1 if f.lag_days is None else f.lag_days,
                 "files_landed": f.files,
                 "max_lag_days": -1 if f.max_lag_days is None else f.max_lag_days,
+                "configured_max_lag_days": (-1 if f.configured_max_lag_days is None
+                                            else f.configured_max_lag_days),
+                "usual_gap_days": -1.0 if f.usual_gap_days is None else f.usual_gap_days,
                 "optional": f.optional,
             },
         )

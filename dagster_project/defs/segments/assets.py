@@ -20,7 +20,9 @@ from dagster_project.lib import drivers as drv
 from dagster_project.lib import exclusions as exc
 from dagster_project.lib import measurement as msr
 from dagster_project.lib import segments as seg
+from dagster_project.lib.currency import reporting_currency
 from dagster_project.lib.features import FEATURE_COLUMNS, LABELS
+from dagster_project.lib.sources import sources_present
 from dagster_project.lib.warehouse import replace_partition
 
 SCORE_COLUMNS = [f"{t}_score" for t in LABELS]
@@ -43,18 +45,6 @@ left join marts.customer_profile p on p.as_of_date = s.as_of_date and p.customer
 where s.as_of_date = ?
 order by s.customer_id
 """
-
-
-def sources_present(con, as_of: dt.date) -> dict[str, bool]:
-    status = dict(con.execute(
-        "select raw_table, present and rows_in_table > 0 from raw.source_status "
-        "where as_of_date = ?", [as_of]).fetchall())
-    return {
-        "web": bool(status.get("web__events")),
-        "ads": bool(status.get("ads__exposures")),
-        "returns": bool(status.get("returns__returns")),
-        "support": bool(status.get("crm__support_tickets")),
-    }
 
 
 class SegmentsConfig(dg.Config):
@@ -102,8 +92,9 @@ def segments(context: dg.AssetExecutionContext, config: SegmentsConfig, duckdb: 
     as_of = dt.date.fromisoformat(context.partition_key)
     run_config = config
     config = seg.load_config()
-    if run_config.min_segment_size is not None:
+    if run_config.min_segment_size is not None:  # an explicit size: taken as it is
         config["min_segment_size"] = run_config.min_segment_size
+        config.pop("min_segment_base_share", None)
     organic_cfg = config["exclusions"]["organic_inevitable"]
     if run_config.holdout_min_per_group is not None:
         organic_cfg["holdout_min_per_group"] = run_config.holdout_min_per_group
@@ -111,6 +102,8 @@ def segments(context: dg.AssetExecutionContext, config: SegmentsConfig, duckdb: 
     with warehouse(duckdb) as con:
         frame = con.execute(FRAME_SQL, [as_of]).df()
         present = sources_present(con, as_of)
+        # amounts in the playbook's texts are in the partition's reporting currency
+        config["currency"], _ = reporting_currency(con, as_of)
         if frame.empty:
             raise RuntimeError(f"no customers with states and features for {as_of}")
         segs = seg.assign_segments(frame, config, present)
