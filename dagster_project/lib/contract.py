@@ -83,7 +83,8 @@ TABLES: tuple[SourceTable, ...] = (
             C("customer_id", "VARCHAR", "buyer's CRM id", nullable=False),
             C("ordered_at", "TIMESTAMPTZ", "order time", nullable=False),
             C("currency", "VARCHAR", "ISO 4217 currency of the amounts", nullable=False),
-            C("gross_amount", "DOUBLE", "merchandise value before discount, excl. shipping",
+            C("gross_amount", "DOUBLE", "merchandise value before discount, excl. shipping; "
+              "negative on a credit note (not a purchase: its lines are returns)",
               nullable=False),
             C("discount_amount", "DOUBLE", "discount granted on the order (>= 0)"),
             C("coupon_code", "VARCHAR", "coupon used, empty if none"),
@@ -99,14 +100,17 @@ TABLES: tuple[SourceTable, ...] = (
     ),
     SourceTable(
         "crm", "order_lines", "CRM / e-commerce platform",
-        "Order lines. Quantities must be positive; unit amounts are in the order's currency.",
+        "Order lines. Unit amounts are in the order's currency. A credit note (an order with a "
+        "negative gross amount: a cancellation or return exported as an invoice) has lines with "
+        "negative quantities: they are read as returns of the customer's earlier purchase.",
         "one row per (order_id, line_number)",
         (
             C("order_id", "VARCHAR", "order the line belongs to", nullable=False),
             C("line_number", "INTEGER", "line position within the order", nullable=False),
             C("sku", "VARCHAR", "product SKU", nullable=False),
             C("category", "VARCHAR", "product category", nullable=False),
-            C("quantity", "INTEGER", "units (must be > 0)", nullable=False),
+            C("quantity", "INTEGER", "units (never 0; negative on a credit note's lines)",
+              nullable=False),
             C("unit_price", "DOUBLE", "list price per unit", nullable=False),
             C("unit_cost", "DOUBLE", "cost of goods per unit"),
         ),

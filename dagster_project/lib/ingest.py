@@ -176,7 +176,10 @@ def _value_rules(t: SourceTable) -> list[tuple[str, str, str]]:
         else:
             cond = f'"{col.name}" > _file_date'
         rules.append((col.name, cond, "event time after the file's landing day (future timestamp)"))
-    if "quantity" in t.column_names:
+    if t.raw_name == "crm__order_lines":
+        # a negative quantity is a credit note's returned line (stg_crm__credit_note_returns)
+        rules.append(("quantity", "quantity = 0", "quantity must not be 0"))
+    elif "quantity" in t.column_names:
         rules.append(("quantity", "quantity <= 0", "quantity must be positive"))
     return rules
 

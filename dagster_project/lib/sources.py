@@ -24,7 +24,20 @@ def _status(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> dict[str, bool]:
 def sources_present(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> dict[str, bool]:
     """{family: whether its raw table has rows landed by ``as_of``}."""
     status = _status(con, as_of)
-    return {family: bool(status.get(raw)) for family, raw in FAMILIES.items()}
+    present = {family: bool(status.get(raw)) for family, raw in FAMILIES.items()}
+    if not present["returns"]:
+        # a shop that exports returns as credit notes (negative order lines) has returns too
+        present["returns"] = credit_note_lines(con, as_of) > 0
+    return present
+
+
+def credit_note_lines(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> int:
+    """Order lines with a negative quantity landed by ``as_of`` (read as returns)."""
+    try:
+        return int(con.execute("select count(*) from raw.crm__order_lines "
+                               "where quantity < 0 and _file_date <= ?", [as_of]).fetchone()[0])
+    except duckdb.CatalogException:
+        return 0
 
 
 def absent_sources(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> dict[str, str]:
@@ -34,6 +47,8 @@ def absent_sources(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> dict[str, 
     status = _status(con, as_of)
     out = {}
     for t in TABLES:
+        if t.raw_name == "returns__returns" and credit_note_lines(con, as_of):
+            continue  # returns come as credit notes
         if t.optional and not status.get(t.raw_name):
             out[t.raw_name] = f"optional: no {t.source}/{t.table} rows landed by {as_of}"
     return out

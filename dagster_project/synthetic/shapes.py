@@ -203,12 +203,16 @@ def tables(shape: Shape, seed: int) -> tuple[dict[str, pd.DataFrame], pd.DataFra
         cancelled = np.nonzero(rng.random(n_ord) < shape.credit_note_share)[0]
         delay = rng.integers(0, 6, len(cancelled))
         cday = orders["day"].to_numpy()[cancelled] + delay
+        # an hour after the invoice on the same day at the earliest: a cancellation cannot
+        # precede what it cancels
+        csec = np.minimum(order_sec[cancelled] + 3600, 86_399)
         ok = cday < (shape.end - shape.start).days + 1
-        cancelled, cday = cancelled[ok], cday[ok]
+        cancelled, cday, csec = cancelled[ok], cday[ok], csec[ok]
         cl = lines[lines["order_id"].isin(oid[cancelled])].copy()
         cl = cl[rng.random(len(cl)) < 0.5]
         cl = cl[cl["order_id"].isin(cl["order_id"].unique())]
         land_of = dict(zip(oid[cancelled], cday, strict=True))
+        sec_of = dict(zip(oid[cancelled], csec, strict=True))
         cl["_land"] = cl["order_id"].map(land_of)
         cl["order_id"] = "C" + cl["order_id"]
         cl["quantity"] = -cl["quantity"]
@@ -218,7 +222,7 @@ def tables(shape: Shape, seed: int) -> tuple[dict[str, pd.DataFrame], pd.DataFra
         credit = pd.DataFrame({
             "order_id": cg.index.to_numpy(), "customer_id": src["customer_id"].to_numpy(),
             "ordered_at": _ts(shape.start, np.array([land_of[o[1:]] for o in cg.index]),
-                              rng.integers(8 * 3600, 21 * 3600, len(cg))),
+                              np.array([sec_of[o[1:]] for o in cg.index])),
             "currency": shape.currency, "gross_amount": np.round(cg.to_numpy(), 2),
             "discount_amount": "", "coupon_code": "", "shipping_fee": "", "shipping_cost": "",
             "sales_channel": "", "utm_medium": "",

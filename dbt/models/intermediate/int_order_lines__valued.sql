@@ -11,4 +11,4 @@ select
     (l.quantity * l.unit_cost * o.fx_rate)::decimal(18, 4) as cogs_rc
 from {{ ref('stg_crm__order_lines') }} as l
 inner join {{ ref('stg_crm__orders') }} as o on o.order_id = l.order_id
-where not o.fx_missing
+where not o.fx_missing and not o.is_credit_note and l.quantity > 0

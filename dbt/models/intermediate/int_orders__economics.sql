@@ -28,3 +28,5 @@ select
     (o.shipping_fee * o.fx_rate)::decimal(18, 4) as shipping_fee_rc,
     (o.shipping_cost * o.fx_rate)::decimal(18, 4) as shipping_cost_rc
 from orders as o
+-- a credit note is not a purchase: its negative lines are returns (stg_crm__credit_note_returns)
+where not o.is_credit_note

@@ -4,7 +4,17 @@
 -- cannot change it. Cost recovered: returned goods are restocked at
 -- var('returned_goods_recovery_rate') of unit cost.
 with returns as (
-    select * from {{ ref('stg_returns__returns') }}
+    select
+        return_id, order_id, sku, returned_at, return_date, quantity, refund_amount, reason,
+        return_shipping_cost, landed_date
+    from {{ ref('stg_returns__returns') }}
+    union all
+    -- credit notes' negative lines, matched to the purchase they return
+    select
+        return_id, order_id, sku, returned_at, return_date, quantity, refund_amount, reason,
+        return_shipping_cost, landed_date
+    from {{ ref('stg_crm__credit_note_returns') }}
+    where matched
 ),
 
 line_values as (

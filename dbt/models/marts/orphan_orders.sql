@@ -26,3 +26,16 @@ left join (
     where landed_date <= {{ as_of_date() }}
 ) as c on c.customer_id = o.customer_id
 where o.landed_date <= {{ as_of_date() }} and (c.customer_id is null or o.fx_missing)
+
+union all
+
+select
+    {{ as_of_date() }} as as_of_date,
+    r.credit_order_id as order_id,
+    r.customer_id,
+    r.returned_at as ordered_at,
+    r._file as file,
+    r._line as line,
+    'credit note line with no earlier purchase of the customer to return it from' as reason
+from {{ ref('stg_crm__credit_note_returns') }} as r
+where r.landed_date <= {{ as_of_date() }} and not r.matched

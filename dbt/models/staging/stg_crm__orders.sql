@@ -2,7 +2,8 @@
 -- Dedupe rule: one row per order_id, the earliest landed copy wins (re-sent rows are dropped here,
 -- counted in the ingest report). FX rule: the rate of the latest rate_date within the 7 days up to
 -- the order date, among rates landed no later than the order itself (so a rate that lands late
--- cannot change a past feature); fx_missing flags orders with no such rate.
+-- cannot change a past feature); fx_missing flags orders with no such rate. Credit-note rule: an
+-- order with a negative gross amount is a credit note (is_credit_note), not a purchase.
 with source as (
     select * from {{ source('raw', 'crm__orders') }}
 ),
@@ -51,6 +52,9 @@ final as (
         lower(nullif(trim(o.utm_medium), '')) as utm_medium,
         coalesce(o.discount_amount, 0) > 0 or nullif(trim(o.coupon_code), '') is not null
             as is_discounted,
+        -- a credit note (cancellation / return exported as an invoice): not a purchase; its
+        -- negative lines are returns (stg_crm__credit_note_returns)
+        o.gross_amount < 0 as is_credit_note,
         coalesce(lower(trim(o.utm_medium)) in ('cpc', 'paid_social', 'display', 'paid_search', 'ppc'), false)
             as is_paid_touch,
         o._file_date as landed_date,
