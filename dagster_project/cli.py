@@ -9,8 +9,11 @@ failure.
     python -m dagster_project.cli summary [--date ...]      # what is in the warehouse
     python -m dagster_project.cli prune [--keep-days 35] [--apply]  # drop old partitions
 
-Exit codes: 0 every partition succeeded, 1 a run failed (its failed steps and errors are
-printed on stderr), 2 a bad command line (unknown option, bad date, no such partition).
+Exit codes: 0 every partition succeeded; 1 a partition published nothing (a step before
+publishing failed or the gate refused: the last published version stays in place; its failed
+steps and errors are printed on stderr); 2 a bad command line (unknown option, bad date, no
+such partition); 3 every partition published, but a step after publishing (measurement,
+report) failed. A range stops at the first partition that published nothing.
 Runs are recorded in the instance of $DAGSTER_HOME when it is set (SQLite or PostgreSQL,
 see deploy/), else in a throw-away in-memory instance.
 """
@@ -135,36 +138,134 @@ def _quiet(run_config: dict | None) -> dict:
     return config
 
 
-def run(dates: list[str], run_config: dict | None = None) -> int:
+PUBLISH_STEP = "published_segments"
+EXIT_OK, EXIT_NOTHING_PUBLISHED, EXIT_USAGE, EXIT_PUBLISHED_WITH_FAILURES = 0, 1, 2, 3
+
+
+def outcome(result, partition: str) -> tuple[int, str]:
+    """(exit code, one line) of one partition's run: published, published with steps outside
+    the publish path failed, or nothing published."""
+    failed = sorted({e.step_key for e in result.all_events if e.is_step_failure})
+    published = any(e.is_step_success and e.step_key == PUBLISH_STEP for e in result.all_events)
+    run = f"(run {result.run_id})"
+    if result.success:
+        return EXIT_OK, f"partition {partition} succeeded {run}: published"
+    if published:
+        return (EXIT_PUBLISHED_WITH_FAILURES,
+                f"partition {partition} published with failures {run}: {len(failed)} step(s) "
+                "outside the publish path failed: " + ", ".join(failed))
+    return EXIT_NOTHING_PUBLISHED, (
+        f"partition {partition} failed {run}: NOTHING PUBLISHED (the last published version "
+        "stays in place); failed: " + (", ".join(failed) or "the run"))
+
+
+def run_notes(result) -> list[str]:
+    """What the run could not do, from the materializations' metadata: segments merged or
+    impossible, exclusion audiences impossible, outputs absent."""
+    lines = []
+    for e in result.all_events:
+        if e.event_type_value != "ASSET_MATERIALIZATION":
+            continue
+        mat = e.event_specific_data.materialization
+        key = mat.asset_key.to_user_string()
+        meta = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+        for what in ("impossible", "merged"):
+            for name, why in (meta.get(what) or {}).items():
+                lines.append(f"{key}: {name} {what}: {why}")
+        if meta.get("absent_reason"):
+            lines.append(f"{key}: {meta['absent_reason']}")
+    return lines
+
+
+def run(dates: list[str], run_config: dict | None = None) -> tuple[int, list[str]]:
+    """Run the partitions oldest first; (exit code, notes of the last run)."""
     import dagster as dg
 
     from dagster_project.definitions import defs
 
     job = defs().resolve_job_def("nightly")
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
-    print(f"instance: {'$DAGSTER_HOME' if instance else 'ephemeral (DAGSTER_HOME not set)'}",
-          flush=True)
+    where = os.environ.get("DAGSTER_HOME")
+    print(f"instance: {where if instance else 'ephemeral (DAGSTER_HOME not set)'}", flush=True)
+    code, notes = EXIT_OK, []
     for d in dates:
         print(f"== nightly partition {d}", flush=True)
         result = job.execute_in_process(partition_key=d, instance=instance,
                                         run_config=_quiet(run_config), raise_on_error=False)
-        if not result.success:
-            for line in failure_report(result):
-                print(line, file=sys.stderr)
-            print(f"partition {d} failed (run {result.run_id})", file=sys.stderr)
-            return 1
-        print(f"partition {d} succeeded (run {result.run_id})")
-    return 0
+        rc, line = outcome(result, d)
+        notes = [line, *run_notes(result)]
+        if rc != EXIT_OK:
+            for failure in failure_report(result):
+                print(failure, file=sys.stderr)
+        if len(dates) > 1 or rc:  # one partition's outcome heads the summary below
+            print(notes[0], file=sys.stderr if rc else sys.stdout, flush=True)
+        code = max(code, rc) if rc != EXIT_NOTHING_PUBLISHED else rc
+        if rc == EXIT_NOTHING_PUBLISHED:
+            break
+    return code, notes
 
 
-def summary(date: str) -> None:
+def first_lines(con, as_of: dt.date) -> list[str]:
+    """What a reader must know first: the currency, absent sources and models, orphaned
+    orders and quarantined rows, each with its reason."""
+    from dagster_project.lib.currency import reporting_currency
+    from dagster_project.lib.sources import absent_sources
+
+    lines = []
+    currency, why = reporting_currency(con, as_of)
+    lines.append(f"reporting currency: {currency} ({why})")
+    try:
+        absent = absent_sources(con, as_of)
+    except duckdb.CatalogException:
+        absent = {}
+    if absent:
+        lines.append(f"absent sources ({len(absent)}): "
+                     + ", ".join(absent) + f" (optional; no rows landed by {as_of}: the outputs "
+                     "that need them say so)")
+    try:
+        models = con.execute("select target, absent_reason from segmentation.model_metrics "
+                             "where as_of_date = ? and status = 'absent' order by target",
+                             [as_of]).fetchall()
+    except duckdb.CatalogException:
+        models = []
+    for target, reason in models:
+        lines.append(f"absent model {target}: {reason}")
+    try:
+        orphans = con.execute("select reason, count(*) from marts.orphan_orders "
+                              "where as_of_date = ? group by 1 order by 2 desc, 1",
+                              [as_of]).fetchall()
+    except duckdb.CatalogException:
+        orphans = []
+    for reason, n in orphans:
+        lines.append(f"orders kept out: {n:,} ({reason}; marts.orphan_orders)")
+    try:
+        quarantined = con.execute(
+            "select q.raw_table, q.reason, count(*) from raw.quarantine q join raw.ingested_files "
+            "f using (raw_table, file) where f.file_date <= ? group by 1, 2 order by 3 desc, 1, 2 "
+            "limit 5", [as_of]).fetchall()
+    except duckdb.CatalogException:
+        quarantined = []
+    for table, reason, n in quarantined:
+        lines.append(f"quarantined: {n:,} rows of {table} ({reason}; raw.quarantine)")
+    return lines
+
+
+def summary(date: str, notes: list[str] | None = None) -> None:
     db = settings.duckdb_path()
+    for line in notes or []:
+        print(line)
     print(f"\nwarehouse: {os.path.relpath(db)}")
     if not db.exists():
         print("  (no warehouse yet)")
         return
-    con = duckdb.connect(str(db), read_only=True)
     try:
+        con = duckdb.connect(str(db), read_only=True)
+    except duckdb.IOException as e:
+        print(f"  (not readable now: {str(e).splitlines()[0]})")
+        return
+    try:
+        for line in first_lines(con, dt.date.fromisoformat(date)):
+            print(f"  {line}")
         for _, sql, label in SUMMARY_TABLES:
             try:
                 value = con.execute(sql, {"d": dt.date.fromisoformat(date)}).fetchone()[0]
@@ -182,7 +283,10 @@ def summary(date: str) -> None:
             if rows:
                 print("  models (ROC AUC vs naive baseline; BG/NBD where it applies):")
                 for t, status, auc, base, beats, bg in rows:
-                    flag = "" if beats or status != "trained" else "  <-- does not beat baseline"
+                    if status != "trained":
+                        print(f"    {t:<20} {status} (reason above)")
+                        continue
+                    flag = "" if beats else "  <-- does not beat baseline"
                     ref = f", BG/NBD {bg}" if bg is not None else ""
                     print(f"    {t:<20} {status:<8} {auc} vs {base}{ref}{flag}")
         except duckdb.CatalogException:
@@ -251,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{p.prog}: error: {e}", file=sys.stderr)
         return 2
     if args.cmd == "run":
-        rc = run(dates, run_config)
-        summary(dates[-1])
+        rc, notes = run(dates, run_config)
+        summary(dates[-1], notes)
         return rc
     summary(dates[0])
     return 0

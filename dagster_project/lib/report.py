@@ -253,6 +253,7 @@ def _table(f: pd.DataFrame, cols: list[str]) -> str:
 def build_charts(data: dict) -> dict[str, str]:
     """name -> SVG (or an 'absent' SVG with the reason) for every chart of the report."""
     charts: dict[str, str] = {}
+    cur = data.get("currency", "EUR")  # every amount is in the reporting currency
     seg = _frame(data, "segments")
     if seg is None:
         charts["segment_sizes"] = _absent("segment_sizes", "no segment table")
@@ -266,10 +267,11 @@ def build_charts(data: dict) -> dict[str, str]:
             notes=[f"({c / total:.1%})" for c in seg["customers"]])
         econ = {k: list(seg[c]) for k, c in (("CAC", "cac"), ("LTV proxy", "ltv_proxy")) if c in seg}
         charts["cac_ltv"] = (grouped_bar_chart("cac_ltv", list(seg["segment"]), econ,
-                                               "CAC and LTV proxy per customer (reporting currency)")
+                                               f"CAC and LTV proxy per customer ({cur})")
                              if econ else _absent("cac_ltv", "no CAC or LTV columns"))
         charts["margin"] = (bar_chart("margin", list(seg["segment"]), list(seg["margin"].astype(float)),
-                                      title="Contribution margin per customer, last year", color=PALETTE[2])
+                                      title=f"Contribution margin per customer, last year ({cur})",
+                                      color=PALETTE[2])
                             if "margin" in seg else _absent("margin", "no margin column"))
     inc = _frame(data, "incrementality")
     charts["incrementality"] = (interval_chart("incrementality", inc,
@@ -290,7 +292,7 @@ def build_charts(data: dict) -> dict[str, str]:
     charts["forecast"] = (grouped_bar_chart("forecast", list(fc["segment"]),
                                             {"revenue": list(fc["expected_revenue"]),
                                              "margin": list(fc["expected_margin"])},
-                                            "Forecast, next 30 days: expected revenue and margin")
+                                            f"Forecast, next 30 days: expected revenue and margin ({cur})")
                           if fc is not None else _absent("forecast", "no scores"))
     return charts
 
@@ -321,6 +323,7 @@ def render_html(data: dict) -> str:
     return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>Decision segments — {_e(as_of)}</title><style>{CSS}</style></head><body>"
             f"<h1>Decision segments — nightly report</h1><div class=\"sub\">as of {_e(as_of)}"
+            f" · amounts in {_e(data.get('currency', 'EUR'))}"
             f"{' · run ' + _e(data['run_id']) if data.get('run_id') else ''}</div>"
             f'<div class="grid">{body}</div></body></html>')
 
@@ -369,7 +372,9 @@ def markdown_charts(data: dict) -> dict[str, str]:
         out["segment_sizes"] = "\n".join(lines)
         cols = [c for c in ("cac", "ltv_proxy", "margin") if c in seg]
         if cols:
-            lines = ["| segment | " + " | ".join(cols) + " |", "| --- |" + " ---: |" * len(cols)]
+            cur = data.get("currency", "EUR")
+            lines = ["| segment | " + " | ".join(f"{c} ({cur})" for c in cols) + " |",
+                     "| --- |" + " ---: |" * len(cols)]
             lines += ["| " + str(r["segment"]) + " | " + " | ".join(_num(r[c]) for c in cols) + " |"
                       for _, r in seg.iterrows()]
             out["economics"] = "\n".join(lines)

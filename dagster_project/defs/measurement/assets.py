@@ -25,6 +25,7 @@ from dagster_project.defs.quality.candidates import holdout_share, md_table
 from dagster_project.defs.resources import warehouse
 from dagster_project.lib import measurement as M
 from dagster_project.lib import report as rpt
+from dagster_project.lib.currency import reporting_currency
 from dagster_project.lib.segments import SEGMENTS
 from dagster_project.lib.sources import sources_present
 from dagster_project.lib.warehouse import replace_partition, table_exists
@@ -292,14 +293,17 @@ def segment_forecast(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
             "from segmentation.decision_segments where as_of_date = ?", [as_of]).df()
         features = con.execute(FORECAST_FEATURES_SQL, [as_of]).df()
         fc = M.forecast(scores, features)
+        currency, _ = reporting_currency(con, as_of)
         table = fc.copy()
         table.insert(0, "as_of_date", as_of)
+        table["currency"] = currency
         n = replace_partition(con, "measurement.segment_forecast", table, as_of)
     shown = fc[["segment", "customers", "expected_orders", "expected_revenue",
                 "expected_margin"]].round(1)
     return dg.MaterializeResult(metadata={
         "rows": n,
         "forecast": dg.MetadataValue.md(md_table(shown)),
+        "currency": currency,
         "expected_revenue_total": float(fc["expected_revenue"].sum()),
         "expected_margin_total": float(fc["expected_margin"].sum()),
         "formula": M.FORECAST_FORMULA,

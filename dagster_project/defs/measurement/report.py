@@ -20,6 +20,7 @@ from dagster_project.defs.quality.candidates import md_table
 from dagster_project.defs.resources import DataPaths, warehouse
 from dagster_project.lib import measurement as M
 from dagster_project.lib import report as rpt
+from dagster_project.lib.currency import reporting_currency
 
 CAC_DAYS = 30
 CAC_METHOD = (
@@ -57,6 +58,7 @@ def report_data(con, as_of: dt.date) -> tuple[dict, pd.DataFrame]:
     prev = mig[(mig["comparison"] == "previous") & (mig["status"] == "ok")]
     data = {
         "as_of": as_of.isoformat(),
+        "currency": reporting_currency(con, as_of)[0],
         "segments": economics,
         "incrementality": _partition(con, "measurement.incrementality", as_of),
         "curves": M.curve_fits_from_frame(_partition(con, "measurement.marginal_roi", as_of)),
