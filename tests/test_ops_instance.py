@@ -314,7 +314,7 @@ def test_the_postgres_instance_runs_a_partition_end_to_end(tiny, tmp_path, pg_da
     proc = subprocess.run(
         [sys.executable, "-m", "dagster_project.cli", "run", "--date", END.isoformat(),
          "--config", str(run_config)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False)  # no timeout: a correct run may be slow
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     run_id = proc.stdout.split("succeeded (run ")[1].split(")")[0]
     with psycopg2.connect(dbname=pg_database, **PG) as con, con.cursor() as cur:
@@ -346,8 +346,7 @@ def test_cli_exit_codes_are_2_for_usage_errors_and_1_for_a_failed_run(tiny, tmp_
 
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "dagster_project.cli", *args], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=300,
-                              check=False)
+                              env=env, capture_output=True, text=True, check=False)
 
     assert cli("run", "--date", "2025-13-01").returncode == 2
     assert cli("run", "--date", "2025-06-30", "--end", "2025-06-01").returncode == 2

@@ -194,8 +194,7 @@ def test_fault3_killed_inside_or_after_transaction(tmp_path, point, expect):
 
     args = {"as_of": D2, "run_id": "run-new00002", "versions": new, "required": REQUIRED}
     proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(path), point,
-                           json.dumps(args)], cwd=ROOT, capture_output=True, text=True, check=False,
-                          timeout=120)
+                           json.dumps(args)], cwd=ROOT, capture_output=True, text=True, check=False)
     assert proc.returncode == -9, proc.stderr   # SIGKILL
     assert "published" not in proc.stdout
 
