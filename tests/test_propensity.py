@@ -307,9 +307,52 @@ def test_calibrated_scores_are_probabilities_and_improve_on_the_raw_sigmoid(resu
     assert result.metrics["brier_uncalibrated"] == pytest.approx(brier_raw)
 
 
-def test_calibrated_scores_keep_the_ranking_of_the_raw_scores(result, latest):
-    s = score(result, latest).sort_values("raw_score")
-    assert (np.diff(s["score"].to_numpy()) >= 0).all()
+def _same_ranking(raw: np.ndarray, prob: np.ndarray) -> None:
+    """``prob`` orders the rows exactly as ``raw`` does: ties only where raw ties."""
+    order = np.argsort(raw, kind="stable")
+    d_raw, d_prob = np.diff(raw[order]), np.diff(prob[order])
+    assert (d_prob[d_raw > 0] > 0).all()  # no new ties, no inversions
+    assert (d_prob[d_raw == 0] == 0).all()
+    assert np.unique(prob).size == np.unique(raw).size
+
+
+def test_calibrated_scores_rank_exactly_as_the_log_odds(result, latest):
+    s = score(result, latest)
+    raw, prob = s["raw_score"].to_numpy(), s["score"].to_numpy()
+    assert ((prob >= 0) & (prob <= 1)).all()
+    _same_ranking(raw, prob)
+    # beyond the fitted range too (the flat ends of an isotonic fit), and with log-odds
+    # far outside anything a booster gives
+    lo, hi = result.calibrator.x_thresholds[0], result.calibrator.x_thresholds[-1]
+    extra = np.concatenate([np.linspace(lo - 30, lo, 500), np.linspace(hi, hi + 30, 500),
+                            np.linspace(lo, hi, 2000), [-1e3, 1e3], raw[:50]])
+    p = result.calibrator.predict(extra)
+    assert ((p >= 0) & (p <= 1)).all()
+    _same_ranking(extra, p)
+
+
+def test_the_calibration_is_the_isotonic_fit_moved_by_at_most_the_tie_break():
+    from sklearn.isotonic import IsotonicRegression
+
+    from dagster_project.lib.propensity import TIE_BREAK, IsotonicCalibrator
+
+    rng = np.random.default_rng(5)
+    raw = np.round(rng.normal(-1, 1.5, 4000), 2)  # rounded: many tied raw scores
+    y = (rng.random(raw.size) < 1 / (1 + np.exp(-(raw + 0.3 * raw**2)))).astype(float)
+    cal = IsotonicCalibrator.fit(raw, y)
+    p = cal.predict(raw)
+    _same_ranking(raw, p)
+    # mean label preserved per block, as the isotonic fit's (up to the tie-break)
+    iso = IsotonicRegression(out_of_bounds="clip").fit(raw, y).predict(raw)
+    assert abs(p.mean() - y.mean()) < 0.01
+    at_centres = cal.predict(np.asarray(cal.x_thresholds))
+    np.testing.assert_allclose(at_centres, cal.y_thresholds, atol=TIE_BREAK)
+    assert np.mean((p - y) ** 2) <= np.mean((iso - y) ** 2) + 0.002
+    # JSON round trip is exact; a former step-function file still reads as fitted
+    assert IsotonicCalibrator.from_dict(cal.to_dict()) == cal
+    old = IsotonicCalibrator.from_dict(
+        {"method": "isotonic", "x_thresholds": [0.0, 1.0], "y_thresholds": [0.2, 0.6]})
+    np.testing.assert_array_equal(old.predict(np.array([-1.0, 0.5, 2.0])), [0.2, 0.4, 0.6])
 
 
 def test_training_rows_above_the_cap_are_sampled_evenly_per_cutoff(frame):

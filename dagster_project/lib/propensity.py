@@ -34,17 +34,28 @@ Minimum data — the training fold needs ``min_positives`` (100) positives and
   each class. Below that the target is not trained: the result carries ``absent_reason``
   and no booster; nothing raises, nothing is made up.
 
-Calibration — isotonic regression of the label on the raw (log-odds) score, fitted on the
-  calibration half, clipped outside the fitted range. Isotonic, not Platt, because the
-  boosted score's miscalibration is not in general a sigmoid shape and the halves are
-  large enough (>= ``min_valid_class`` per class; thousands in practice) for a
-  non-parametric fit. The reported Brier score is *cross-fitted*: the calibration half is
-  split again by customer hash, each quarter is calibrated by a fit on the other, so the
-  Brier score is not measured on the points the calibrator was fitted to. The stored
-  calibrator is the fit on the whole half.
+Calibration — centred isotonic regression of the label on the raw (log-odds) score,
+  fitted on the calibration half, with a tie-break, so that the published probability is
+  strictly increasing in the log-odds: it ranks customers exactly as the model does. Plain
+  isotonic regression is a step function: its flat steps tie customers the model tells
+  apart (on the default data the published purchase_30d AUC was 0.736 against the
+  log-odds' 0.740) and segment cuts on the published score then fall inside a tie. Centred
+  isotonic regression (Oron & Flournoy 2017) keeps the isotonic fit and replaces each step
+  by one point, the block's mean raw score and mean label, interpolating linearly between
+  them: strictly increasing between the outer blocks, the same fit on the data. Beyond the
+  outer blocks (the lowest and highest scores, about half a block on each side) it is
+  flat; there, and wherever double precision would tie two raw scores, a tie-break
+  ``TIE_BREAK`` (1e-6) x (0.5 + atan(raw) / pi) is mixed in: strictly increasing, bounded,
+  moving no probability by more than 1e-6. Not Platt scaling (a sigmoid of the raw score,
+  also strictly monotone): the boosted score's miscalibration is not in general a sigmoid
+  shape, and the halves are large enough (>= ``min_valid_class`` per class; thousands in
+  practice) for a non-parametric fit. The reported Brier score is *cross-fitted*: the
+  calibration half is split again by customer hash, each quarter is calibrated by a fit on
+  the other, so the Brier score is not measured on the points the calibrator was fitted
+  to. The stored calibrator is the fit on the whole half.
 
 Metrics — on the calibration half: roc_auc and pr_auc (average precision) of the raw score
-  (isotonic is monotone, so ranking metrics need no calibration and would only gain ties),
+  (the calibration is strictly monotone, so the published score gives the same values),
   brier of the calibrated probability (cross-fitted, above), brier_uncalibrated of the
   sigmoid of the raw score, top_decile_lift (tie-aware), n_pos, n_neg.
 
@@ -85,6 +96,9 @@ from dagster_project.lib.features import LABEL_HORIZON_DAYS, driver_phrase
 
 CUTOFF = "cutoff_date"
 CUSTOMER = "customer_id"
+
+# The calibration's tie-break weight: the most a published probability moves for it.
+TIE_BREAK = 1e-6
 
 MODEL_FILE = "model.txt"
 CALIBRATION_FILE = "calibration.json"
@@ -182,41 +196,66 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class IsotonicCalibrator:
-    """Piecewise-linear map from raw score to probability (a fitted isotonic regression).
+    """Centred isotonic calibration with a tie-break (module docstring, Calibration): a
+    map from raw score (log-odds) to probability that is strictly increasing, so the
+    published probability ranks customers exactly as the log-odds do.
 
-    Applied with ``np.interp`` after clipping, so a calibrator read back from JSON gives
-    bit-identical probabilities.
+    ``x_thresholds`` / ``y_thresholds`` are the isotonic fit's blocks, one point each: the
+    block's mean raw score and its mean label (strictly increasing in both). Between them
+    the map interpolates linearly, beyond them it is flat; ``tie_break`` times a strictly
+    increasing function of the raw score in (0, 1) (``0.5 + atan(raw) / pi``, which does
+    not saturate in double precision over any realistic log-odds range, unlike a sigmoid)
+    is mixed in, so no two distinct raw scores share a probability and the probability
+    moves by at most ``tie_break``. Applied with ``np.interp``, so a calibrator read back
+    from JSON gives bit-identical probabilities. Reads the former step-function files
+    (``method: isotonic``) too, as they were fitted.
     """
 
     x_thresholds: tuple[float, ...]
     y_thresholds: tuple[float, ...]
+    tie_break: float = TIE_BREAK
+    method: str = "centred_isotonic"
 
     @classmethod
     def fit(cls, raw: np.ndarray, y: np.ndarray) -> IsotonicCalibrator:
+        raw = np.asarray(raw, dtype=float)
+        y = np.asarray(y, dtype=float)
         iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0, increasing=True)
-        iso.fit(raw, y)
-        return cls(
-            tuple(float(v) for v in iso.X_thresholds_),
-            tuple(float(v) for v in iso.y_thresholds_),
-        )
+        fitted = iso.fit(raw, y).predict(raw)
+        # one point per block (a run of equal fitted values): its mean raw score and label;
+        # blocks are contiguous in raw, so both coordinates are strictly increasing
+        levels, block = np.unique(fitted, return_inverse=True)
+        x = np.bincount(block, weights=raw) / np.bincount(block)
+        return cls(tuple(float(v) for v in x), tuple(float(v) for v in levels))
 
     def predict(self, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw, dtype=float)
         x = np.asarray(self.x_thresholds)
         y = np.asarray(self.y_thresholds)
-        return np.clip(np.interp(np.clip(raw, x[0], x[-1]), x, y), 0.0, 1.0)
+        if self.method == "isotonic":  # a former step-function file, applied as fitted
+            return np.clip(np.interp(np.clip(raw, x[0], x[-1]), x, y), 0.0, 1.0)
+        smooth = np.interp(raw, x, y)  # flat beyond the outer blocks
+        order = 0.5 + np.arctan(raw) / np.pi  # strictly increasing, in (0, 1)
+        return np.clip((1.0 - self.tie_break) * smooth + self.tie_break * order, 0.0, 1.0)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": "isotonic",
+        d = {
+            "method": self.method,
             "x_thresholds": list(self.x_thresholds),
             "y_thresholds": list(self.y_thresholds),
         }
+        if self.method != "isotonic":
+            d["tie_break"] = self.tie_break
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> IsotonicCalibrator:
-        if d.get("method") != "isotonic":
-            raise ValueError(f"unknown calibration method {d.get('method')!r}")
-        return cls(tuple(d["x_thresholds"]), tuple(d["y_thresholds"]))
+        method = d.get("method")
+        if method == "isotonic":
+            return cls(tuple(d["x_thresholds"]), tuple(d["y_thresholds"]), 0.0, "isotonic")
+        if method != "centred_isotonic":
+            raise ValueError(f"unknown calibration method {method!r}")
+        return cls(tuple(d["x_thresholds"]), tuple(d["y_thresholds"]), float(d["tie_break"]))
 
 
 @dataclass

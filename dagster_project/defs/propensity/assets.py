@@ -117,6 +117,16 @@ order by l.cutoff_date, l.customer_id
 """
 
 
+def read_training_frame(con, target: str, as_of: dt.date,
+                        config: PropensityConfig) -> pd.DataFrame:
+    """``target``'s training frame at ``as_of`` as the asset reads it (TRAINING_SQL)."""
+    return con.execute(
+        TRAINING_SQL.replace("{target}", target),
+        {"as_of": as_of, "n_cutoffs": config.n_train_cutoffs,
+         "max_customers": config.max_train_customers},
+    ).df()
+
+
 def _fmt(x: float | None) -> str:
     return "" if x is None or x != x else f"{x:.3f}"
 
@@ -158,11 +168,7 @@ def propensity_models(
         explained: dict[str, int] = {}
         comparisons: dict[str, str] = {}
         for target in TARGETS:
-            frame = con.execute(
-                TRAINING_SQL.replace("{target}", target),
-                {"as_of": as_of, "n_cutoffs": config.n_train_cutoffs,
-                 "max_customers": config.max_train_customers},
-            ).df()
+            frame = read_training_frame(con, target, as_of, config)
             result = pm.train_target(frame, target, FEATURE_COLUMNS, tc)
             model_dir = paths.models / target / as_of.isoformat()
             pm.save_model(result, model_dir)
