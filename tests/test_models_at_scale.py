@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from dagster_project.defs.propensity.assets import TRAINING_SQL, PropensityConfig
+from dagster_project.defs.propensity.assets import PropensityConfig, read_training_frame
 from dagster_project.lib import propensity as pm
 from dagster_project.lib.features import LABELS
 
@@ -67,12 +67,9 @@ def _calibration_half(at_scale, target: str) -> pd.DataFrame:
     read as the asset reads it (default config), then the calibration half of the fold."""
     import duckdb
 
-    cfg = PropensityConfig()
     con = duckdb.connect(str(at_scale["db"]), read_only=True)
     try:
-        frame = con.execute(TRAINING_SQL.replace("{target}", target),
-                            {"as_of": AS_OF, "n_cutoffs": cfg.n_train_cutoffs,
-                             "max_customers": cfg.max_train_customers}).df()
+        frame = read_training_frame(con, target, AS_OF, PropensityConfig())
     finally:
         con.close()
     valid = pm.prepare(frame, target)
