@@ -13,6 +13,9 @@ stored in ROOT/shop.json with the reporting currency) and its ``--n-cutoffs`` we
 dates (dbt's default is 18; a longer grid lets ``eval --config`` try training cutoffs spread
 over a year: the 18 most recent dates are the same either way).
 
+``backtest`` pretends the run happened at earlier dates and scores every customer there
+against what they did next: the validated model, its refit on all customers, BG/NBD.
+
 ``eval`` reads each target's training frame with the asset's TRAINING_SQL and trains it with
 ``pm.train_target``, the asset's code path, and prints per shop and target: the model AUC
 (calibration half), the naive baseline's and BG/NBD's, the model minus BG/NBD AUC with its
@@ -24,6 +27,7 @@ nothing: it measures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import sys
@@ -137,21 +141,6 @@ def evaluate(root: Path, targets: tuple[str, ...], cfg: pa.PropensityConfig,
     return rows
 
 
-def refit_all(result: pm.TrainResult, frame: pd.DataFrame, target: str,
-              tc: pm.TrainConfig, scale: float = 1.0):
-    """The validated model's recipe refitted on every customer's rows (every fold, the
-    validation cutoff included), ``scale`` x the early-stopped number of trees."""
-    import lightgbm as lgb
-
-    df = pm._sample_per_cutoff(pm.prepare(frame, target), tc.max_train_rows, tc.seed)
-    data = lgb.Dataset(pm._matrix(df, result.feature_cols),
-                       label=df[target].to_numpy(dtype=float),
-                       feature_name=list(result.feature_cols),
-                       params={"max_bin": tc.lgbm.max_bin, "verbosity": -1})
-    return lgb.train(dict(tc.lgb_params()), data,
-                     num_boost_round=max(1, round(result.best_iteration * scale)))
-
-
 def backtest(root: Path, targets: tuple[str, ...], cfg: pa.PropensityConfig, n_dates: int,
              every_days: int, feature_weeks: int | None) -> list[dict]:
     """Pretend the run happened at an earlier date A (the latest labelled cutoff, then every
@@ -179,7 +168,8 @@ def backtest(root: Path, targets: tuple[str, ...], cfg: pa.PropensityConfig, n_d
                 usable = labelled_cutoffs(con, target, as_of, feature_weeks, before=at,
                                           horizon=h)
                 frame = training_frame(con, target, as_of, cfg, usable)
-                r = pm.train_target(frame, target, FEATURE_COLUMNS, tc)
+                r = pm.train_target(frame, target, FEATURE_COLUMNS,
+                                    dataclasses.replace(tc, refit_all=True))
                 if not r.trained:
                     continue
                 test = con.execute(
@@ -189,9 +179,8 @@ def backtest(root: Path, targets: tuple[str, ...], cfg: pa.PropensityConfig, n_d
                     f"where l.as_of_date = ? and l.cutoff_date = ? and l.{target} is not null "
                     "order by l.customer_id", [as_of, at]).df()
                 y = test[target].to_numpy(dtype=float)
-                m = pm.score(r, test)["raw_score"].to_numpy()
-                refit = refit_all(r, frame, target, tc).predict(
-                    pm._matrix(test, r.feature_cols), raw_score=True)
+                m = pm.score(r, test, validated=True)["raw_score"].to_numpy()
+                refit = pm.score(r, test)["raw_score"].to_numpy()
                 row = {"shop": root.name, "target": target, "at": at.isoformat(),
                        "n": len(y), "pos": int(y.sum()), "model": roc_auc_score(y, m),
                        "refit": roc_auc_score(y, refit),

@@ -128,7 +128,7 @@ def test_discount_model_reaches_the_bayesian_observer(at_scale):
         con.close()
     model = pm.load_model(at_scale["root"] / "models" / target / AS_OF.isoformat())
     y = valid[target].to_numpy()
-    model_auc = roc_auc_score(y, pm.score(model, valid)["raw_score"])
+    model_auc = roc_auc_score(y, pm.score(model, valid, validated=True)["raw_score"])
     observer_auc = roc_auc_score(y, observer)
     baseline = pm._baseline_score(valid, pm.BASELINES[target])
     c = pm.auc_difference(y, observer, baseline, seed=1)
@@ -156,7 +156,7 @@ def purchase_30d_validation(at_scale) -> pd.DataFrame:
     target = "purchase_30d"
     valid = _calibration_half(at_scale, target)
     model = pm.load_model(at_scale["root"] / "models" / target / AS_OF.isoformat())
-    valid = valid.assign(score=pm.score(model, valid)["raw_score"].to_numpy(),
+    valid = valid.assign(score=pm.score(model, valid, validated=True)["raw_score"].to_numpy(),
                          cutoff_date=pd.to_datetime(valid["cutoff_date"]))
     truth = pd.read_parquet(at_scale["root"] / "truth" / "purchase_probability.parquet")
     truth["cutoff_date"] = pd.to_datetime(truth["cutoff_date"])

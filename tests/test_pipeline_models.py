@@ -109,7 +109,7 @@ def test_purchase_30d_model_reaches_the_feature_ceiling(nightly_run, metrics):
     assert len(train) > 1000 and len(valid) > 300
     model = pm.load_model(nightly_run["root"] / "models" / target / END.isoformat())
     y = valid[target].to_numpy()
-    model_auc = roc_auc_score(y, pm.score(model, valid)["raw_score"])
+    model_auc = roc_auc_score(y, pm.score(model, valid, validated=True)["raw_score"])
     ceiling = pm.fit_soft_target(train, "p_purchase_30d", FEATURE_COLUMNS)
     ceiling_auc = roc_auc_score(y, ceiling.predict(valid[list(FEATURE_COLUMNS)]
                                                    .to_numpy(dtype=float, na_value=np.nan)))

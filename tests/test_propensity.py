@@ -383,3 +383,32 @@ def test_explain_mask_covers_everyone_up_to_the_cap_then_the_highest_scores():
     # a tie at the boundary goes to the earlier row (rows are sorted by customer_id)
     np.testing.assert_array_equal(explain_mask(scores, 1), [False, True, False, False, False])
     assert explain_mask(scores, 0).sum() == 0
+
+
+def test_the_refit_on_all_customers_scores_and_the_validated_model_is_measured(
+        result, frame, latest, tmp_path):
+    import dataclasses
+
+    r = train_target(frame, TARGET, FEATURE_COLS, dataclasses.replace(CONFIG, refit_all=True))
+    # the validated model and every metric are those of the plain run
+    assert r.validated_booster.model_to_string() == result.booster.model_to_string()
+    assert r.metrics == result.metrics and r.best_iteration == result.best_iteration
+    # the refit: every customer's rows at every cutoff, as many trees
+    folds = prepare(frame, TARGET)
+    assert r.refit == {"n_rows": len(folds), "trees": result.best_iteration,
+                       "cutoffs": folds["cutoff_date"].nunique()}
+    assert r.booster.num_trees() == result.booster.num_trees()
+    assert r.booster.model_to_string() != result.booster.model_to_string()
+    pd.testing.assert_frame_equal(score(r, latest, validated=True), score(result, latest),
+                                  check_exact=True)
+    s = score(r, latest)
+    assert not np.array_equal(s["raw_score"], score(result, latest)["raw_score"])
+    assert s["score"].between(0, 1).all()
+    # deterministic, and both models saved and loaded bit-identically
+    again = train_target(frame, TARGET, FEATURE_COLS, dataclasses.replace(CONFIG, refit_all=True))
+    assert again.booster.model_to_string() == r.booster.model_to_string()
+    save_model(r, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    pd.testing.assert_frame_equal(score(loaded, latest), s, check_exact=True)
+    pd.testing.assert_frame_equal(score(loaded, latest, validated=True),
+                                  score(result, latest), check_exact=True)

@@ -68,6 +68,19 @@ Baseline — per target, a one-feature ranking (``BASELINES``): recency rank for
   ``baseline_comparison`` adds the difference's paired bootstrap 95% interval and a verdict
   (better / indistinguishable / worse), so a difference within noise reads as one.
 
+Refit — with ``refit_all`` (the asset's default), once validated the model is refitted on
+  every customer's labelled rows at every training cutoff and the validation cutoff (all
+  folds, sampled as above), with the early-stopped number of trees (times
+  ``refit_tree_scale``, 1), and that refit scores; the calibrator fitted on the validated
+  model's calibration half maps its log-odds (same recipe, same number of trees: the same
+  scale). Every metric stays the validated model's, on customers it never saw, so the
+  validation policy above stays honest; the refit itself cannot be measured on the
+  night's data and is measured by backtest instead (scripts/model_vs_btyd.py backtest:
+  earlier as-of dates, every customer scored on what they did next): +0.001 to +0.005 AUC
+  on the purchase and churn targets of four CRM-only shops, up to +0.025 for repeat_90d,
+  because the training fold holds only half the customers. Both models are saved
+  (model.txt scores, model_validated.txt is the one measured).
+
 Reference model — for the purchase and churn targets (``BTYD_TARGETS``) also the classic
   buy-till-you-die model, BG/NBD (``lib/btyd.py``): fitted by maximum likelihood on the
   training customers at the latest training cutoff (their order counts, first-to-last and
@@ -101,6 +114,7 @@ CUSTOMER = "customer_id"
 TIE_BREAK = 1e-6
 
 MODEL_FILE = "model.txt"
+VALIDATED_MODEL_FILE = "model_validated.txt"
 CALIBRATION_FILE = "calibration.json"
 METADATA_FILE = "metadata.json"
 
@@ -169,6 +183,9 @@ class TrainConfig:
     min_valid_class: int = 20
     max_train_rows: int = 1_000_000
     max_valid_rows: int = 500_000
+    # Refit for scoring (module docstring, Refit): off by default here, on in the asset.
+    refit_all: bool = False
+    refit_tree_scale: float = 1.0
     baselines: dict[str, Baseline] = field(default_factory=lambda: dict(BASELINES))
 
     def lgb_params(self) -> dict[str, Any]:
@@ -263,7 +280,9 @@ class TrainResult:
     target: str
     feature_cols: tuple[str, ...]
     absent_reason: str | None = None
-    booster: lgb.Booster | None = None
+    booster: lgb.Booster | None = None  # the model that scores (the refit when there is one)
+    # the early-stopped model every metric is measured on, when ``booster`` is its refit
+    validated_booster: lgb.Booster | None = None
     calibrator: IsotonicCalibrator | None = None
     metrics: dict[str, float] | None = None
     baseline: dict[str, Any] | None = None  # the baseline used (feature, sign, description)
@@ -278,6 +297,7 @@ class TrainResult:
     train_window: tuple[str, str] | None = None  # first and last training cutoff
     label_overlap_days: int | None = None
     best_iteration: int | None = None
+    refit: dict[str, Any] | None = None  # rows and trees of the refit on all customers
     n_rows: dict[str, int] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     data_fingerprint: str | None = None
@@ -291,7 +311,7 @@ class TrainResult:
         """Everything but the booster and the calibrator, JSON-ready."""
         # Not asdict(): it would deep-copy the booster.
         d = {f.name: getattr(self, f.name) for f in fields(self)}
-        del d["booster"], d["calibrator"]
+        del d["booster"], d["calibrator"], d["validated_booster"]
         d["feature_cols"] = list(self.feature_cols)
         d["train_cutoffs"] = list(self.train_cutoffs)
         d["train_window"] = list(self.train_window) if self.train_window else None
@@ -588,7 +608,25 @@ def train_target(
         result.baseline_comparison = auc_difference(y_cal, raw_cal, bs, seed=config.seed)
     if target in BTYD_TARGETS:
         result.btyd = _btyd_reference(train, cal, target, raw_cal, quarter, config.seed)
+    if config.refit_all:
+        _refit(result, df, target, config)
     return result
+
+
+def _refit(result: TrainResult, df: pd.DataFrame, target: str, config: TrainConfig) -> None:
+    """Refit on every customer's labelled rows (every fold; module docstring, Refit)."""
+    everyone = _sample_per_cutoff(df, config.max_train_rows, config.seed + 2)
+    n_trees = max(1, round(result.best_iteration * config.refit_tree_scale))
+    data = lgb.Dataset(
+        _matrix(everyone, result.feature_cols), label=everyone[target].to_numpy(dtype=float),
+        feature_name=list(result.feature_cols),
+        params={"max_bin": config.lgbm.max_bin, "verbosity": -1},
+    )
+    refit = lgb.train(dict(result.params), data, num_boost_round=n_trees)
+    result.validated_booster = result.booster
+    result.booster = lgb.Booster(model_str=refit.model_to_string())
+    result.refit = {"n_rows": len(everyone), "trees": n_trees,
+                    "cutoffs": len(everyone[CUTOFF].unique())}
 
 
 def _btyd_reference(train: pd.DataFrame, cal: pd.DataFrame, target: str, raw_cal: np.ndarray,
@@ -645,9 +683,15 @@ def _require_trained(result: TrainResult) -> lgb.Booster:
     return result.booster
 
 
-def score(result: TrainResult, features_frame: pd.DataFrame) -> pd.DataFrame:
-    """customer_id, calibrated ``score`` in [0, 1] and ``raw_score`` (log-odds), input order."""
+def score(result: TrainResult, features_frame: pd.DataFrame,
+          validated: bool = False) -> pd.DataFrame:
+    """customer_id, calibrated ``score`` in [0, 1] and ``raw_score`` (log-odds), input order.
+
+    ``validated``: by the early-stopped model the metrics are measured on, not its refit on
+    all customers (which has trained on the validation customers): for measuring on them."""
     booster = _require_trained(result)
+    if validated and result.validated_booster is not None:
+        booster = result.validated_booster
     raw = booster.predict(_matrix(features_frame, result.feature_cols), raw_score=True)
     return pd.DataFrame(
         {
@@ -731,6 +775,9 @@ def save_model(result: TrainResult, directory: str | Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     if result.trained:
         (directory / MODEL_FILE).write_text(result.booster.model_to_string(), encoding="utf-8")
+        if result.validated_booster is not None:
+            (directory / VALIDATED_MODEL_FILE).write_text(
+                result.validated_booster.model_to_string(), encoding="utf-8")
         (directory / CALIBRATION_FILE).write_text(
             json.dumps(result.calibrator.to_dict(), indent=2), encoding="utf-8"
         )
@@ -753,6 +800,9 @@ def load_model(directory: str | Path) -> TrainResult:
         result.booster = lgb.Booster(
             model_str=(directory / MODEL_FILE).read_text(encoding="utf-8")
         )
+        if (directory / VALIDATED_MODEL_FILE).exists():
+            result.validated_booster = lgb.Booster(
+                model_str=(directory / VALIDATED_MODEL_FILE).read_text(encoding="utf-8"))
         result.calibrator = IsotonicCalibrator.from_dict(
             json.loads((directory / CALIBRATION_FILE).read_text(encoding="utf-8"))
         )

@@ -66,6 +66,9 @@ class PropensityConfig(dg.Config):
     # keeping its share: lib/propensity.py, Sampling): more cutoffs, same bound on the rows
     # (the former 6 cutoffs x 50,000 customers).
     max_train_rows: int = 300_000
+    # Once validated, refit on all customers with the early-stopped number of trees, and
+    # score with the refit (lib/propensity.py, Refit); metrics stay the validated model's.
+    refit_all: bool = True
     # Drivers (TreeSHAP, pred_contrib) cost about 1-2 ms per customer and target on one core,
     # far more than training at scale: above this many customers, each score's drivers are
     # computed for its highest-scored customers only (lib/propensity.explain_mask); the rest
@@ -103,6 +106,7 @@ def train_config(cfg: PropensityConfig) -> pm.TrainConfig:
         min_positives=cfg.min_positives,
         min_negatives=cfg.min_negatives,
         max_train_rows=cfg.max_train_rows,
+        refit_all=cfg.refit_all,
     )
 
 
