@@ -78,7 +78,8 @@ def _lift_noise(frame, result, target, n_boot=200, seed=0) -> float:
     folds = pm.prepare(frame, target)
     cal = folds[folds["fold"] == "calibration"]
     y = cal[target].to_numpy(dtype=float)
-    m = pm.score(result, cal)["raw_score"].to_numpy()
+    m = pm.score(result, cal, validated=True)["raw_score"].to_numpy()
+    assert pm.top_decile_lift(y, m) == pytest.approx(result.metrics["top_decile_lift"])
     train = folds[folds["fold"] == "train"]
     params = btyd.fit(*btyd.from_features(train[train["cutoff_date"] == train["cutoff_date"].max()]))
     horizon, sign = pm.BTYD_TARGETS[target]
