@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from dagster_project.defs.propensity.assets import TRAINING_SQL, PropensityConfig
+from dagster_project.defs.propensity.assets import PropensityConfig, read_training_frame
 from dagster_project.lib import propensity as pm
 from dagster_project.lib.features import LABELS
 
@@ -67,12 +67,9 @@ def _calibration_half(at_scale, target: str) -> pd.DataFrame:
     read as the asset reads it (default config), then the calibration half of the fold."""
     import duckdb
 
-    cfg = PropensityConfig()
     con = duckdb.connect(str(at_scale["db"]), read_only=True)
     try:
-        frame = con.execute(TRAINING_SQL.replace("{target}", target),
-                            {"as_of": AS_OF, "n_cutoffs": cfg.n_train_cutoffs,
-                             "max_customers": cfg.max_train_customers}).df()
+        frame = read_training_frame(con, target, AS_OF, PropensityConfig())
     finally:
         con.close()
     valid = pm.prepare(frame, target)
@@ -131,7 +128,7 @@ def test_discount_model_reaches_the_bayesian_observer(at_scale):
         con.close()
     model = pm.load_model(at_scale["root"] / "models" / target / AS_OF.isoformat())
     y = valid[target].to_numpy()
-    model_auc = roc_auc_score(y, pm.score(model, valid)["raw_score"])
+    model_auc = roc_auc_score(y, pm.score(model, valid, validated=True)["raw_score"])
     observer_auc = roc_auc_score(y, observer)
     baseline = pm._baseline_score(valid, pm.BASELINES[target])
     c = pm.auc_difference(y, observer, baseline, seed=1)
@@ -159,7 +156,7 @@ def purchase_30d_validation(at_scale) -> pd.DataFrame:
     target = "purchase_30d"
     valid = _calibration_half(at_scale, target)
     model = pm.load_model(at_scale["root"] / "models" / target / AS_OF.isoformat())
-    valid = valid.assign(score=pm.score(model, valid)["raw_score"].to_numpy(),
+    valid = valid.assign(score=pm.score(model, valid, validated=True)["raw_score"].to_numpy(),
                          cutoff_date=pd.to_datetime(valid["cutoff_date"]))
     truth = pd.read_parquet(at_scale["root"] / "truth" / "purchase_probability.parquet")
     truth["cutoff_date"] = pd.to_datetime(truth["cutoff_date"])

@@ -307,9 +307,52 @@ def test_calibrated_scores_are_probabilities_and_improve_on_the_raw_sigmoid(resu
     assert result.metrics["brier_uncalibrated"] == pytest.approx(brier_raw)
 
 
-def test_calibrated_scores_keep_the_ranking_of_the_raw_scores(result, latest):
-    s = score(result, latest).sort_values("raw_score")
-    assert (np.diff(s["score"].to_numpy()) >= 0).all()
+def _same_ranking(raw: np.ndarray, prob: np.ndarray) -> None:
+    """``prob`` orders the rows exactly as ``raw`` does: ties only where raw ties."""
+    order = np.argsort(raw, kind="stable")
+    d_raw, d_prob = np.diff(raw[order]), np.diff(prob[order])
+    assert (d_prob[d_raw > 0] > 0).all()  # no new ties, no inversions
+    assert (d_prob[d_raw == 0] == 0).all()
+    assert np.unique(prob).size == np.unique(raw).size
+
+
+def test_calibrated_scores_rank_exactly_as_the_log_odds(result, latest):
+    s = score(result, latest)
+    raw, prob = s["raw_score"].to_numpy(), s["score"].to_numpy()
+    assert ((prob >= 0) & (prob <= 1)).all()
+    _same_ranking(raw, prob)
+    # beyond the fitted range too (the flat ends of an isotonic fit), and with log-odds
+    # far outside anything a booster gives
+    lo, hi = result.calibrator.x_thresholds[0], result.calibrator.x_thresholds[-1]
+    extra = np.concatenate([np.linspace(lo - 30, lo, 500), np.linspace(hi, hi + 30, 500),
+                            np.linspace(lo, hi, 2000), [-1e3, 1e3], raw[:50]])
+    p = result.calibrator.predict(extra)
+    assert ((p >= 0) & (p <= 1)).all()
+    _same_ranking(extra, p)
+
+
+def test_the_calibration_is_the_isotonic_fit_moved_by_at_most_the_tie_break():
+    from sklearn.isotonic import IsotonicRegression
+
+    from dagster_project.lib.propensity import TIE_BREAK, IsotonicCalibrator
+
+    rng = np.random.default_rng(5)
+    raw = np.round(rng.normal(-1, 1.5, 4000), 2)  # rounded: many tied raw scores
+    y = (rng.random(raw.size) < 1 / (1 + np.exp(-(raw + 0.3 * raw**2)))).astype(float)
+    cal = IsotonicCalibrator.fit(raw, y)
+    p = cal.predict(raw)
+    _same_ranking(raw, p)
+    # mean label preserved per block, as the isotonic fit's (up to the tie-break)
+    iso = IsotonicRegression(out_of_bounds="clip").fit(raw, y).predict(raw)
+    assert abs(p.mean() - y.mean()) < 0.01
+    at_centres = cal.predict(np.asarray(cal.x_thresholds))
+    np.testing.assert_allclose(at_centres, cal.y_thresholds, atol=TIE_BREAK)
+    assert np.mean((p - y) ** 2) <= np.mean((iso - y) ** 2) + 0.002
+    # JSON round trip is exact; a former step-function file still reads as fitted
+    assert IsotonicCalibrator.from_dict(cal.to_dict()) == cal
+    old = IsotonicCalibrator.from_dict(
+        {"method": "isotonic", "x_thresholds": [0.0, 1.0], "y_thresholds": [0.2, 0.6]})
+    np.testing.assert_array_equal(old.predict(np.array([-1.0, 0.5, 2.0])), [0.2, 0.4, 0.6])
 
 
 def test_training_rows_above_the_cap_are_sampled_evenly_per_cutoff(frame):
@@ -340,3 +383,32 @@ def test_explain_mask_covers_everyone_up_to_the_cap_then_the_highest_scores():
     # a tie at the boundary goes to the earlier row (rows are sorted by customer_id)
     np.testing.assert_array_equal(explain_mask(scores, 1), [False, True, False, False, False])
     assert explain_mask(scores, 0).sum() == 0
+
+
+def test_the_refit_on_all_customers_scores_and_the_validated_model_is_measured(
+        result, frame, latest, tmp_path):
+    import dataclasses
+
+    r = train_target(frame, TARGET, FEATURE_COLS, dataclasses.replace(CONFIG, refit_all=True))
+    # the validated model and every metric are those of the plain run
+    assert r.validated_booster.model_to_string() == result.booster.model_to_string()
+    assert r.metrics == result.metrics and r.best_iteration == result.best_iteration
+    # the refit: every customer's rows at every cutoff, as many trees
+    folds = prepare(frame, TARGET)
+    assert r.refit == {"n_rows": len(folds), "trees": result.best_iteration,
+                       "cutoffs": folds["cutoff_date"].nunique()}
+    assert r.booster.num_trees() == result.booster.num_trees()
+    assert r.booster.model_to_string() != result.booster.model_to_string()
+    pd.testing.assert_frame_equal(score(r, latest, validated=True), score(result, latest),
+                                  check_exact=True)
+    s = score(r, latest)
+    assert not np.array_equal(s["raw_score"], score(result, latest)["raw_score"])
+    assert s["score"].between(0, 1).all()
+    # deterministic, and both models saved and loaded bit-identically
+    again = train_target(frame, TARGET, FEATURE_COLS, dataclasses.replace(CONFIG, refit_all=True))
+    assert again.booster.model_to_string() == r.booster.model_to_string()
+    save_model(r, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    pd.testing.assert_frame_equal(score(loaded, latest), s, check_exact=True)
+    pd.testing.assert_frame_equal(score(loaded, latest, validated=True),
+                                  score(result, latest), check_exact=True)

@@ -46,12 +46,29 @@ class PropensityConfig(dg.Config):
     """Hyperparameters, seed and training-data policy (see lib/propensity.py)."""
 
     seed: int = 20240601
-    n_train_cutoffs: int = 6  # most recent labelled cutoffs per target; the latest validates
+    # Training cutoffs (training_cutoffs): the latest labelled cutoff validates; the training
+    # cutoffs go back from it every `train_cutoff_every_weeks` weeks, across at most
+    # `train_span_weeks` weeks and at most `n_train_cutoffs` cutoffs in all, bounded by the
+    # labelled cutoffs the warehouse holds. A year, so the training rows see every season
+    # and customers at every stage of their history, not only the last weeks' (measured by
+    # scripts/model_vs_btyd.py). Where the spacing leaves fewer than `min_train_cutoffs`, it
+    # is halved until it does not (down to every week): a short feature grid or history
+    # gets the weekly cutoffs it has, as before.
+    n_train_cutoffs: int = 14
+    train_span_weeks: int = 52
+    train_cutoff_every_weeks: int = 4
+    min_train_cutoffs: int = 6
     # Sampling policy: above this many labelled customers per target, a deterministic sample
     # by id hash (md5) is used for training and validation, so training time stays bounded as
-    # the customer base grows (6 cutoffs x 50,000 = 300,000 rows at most). Scoring always
-    # covers every customer.
+    # the customer base grows. Scoring always covers every customer.
     max_train_customers: int = 50_000
+    # ... and at most this many training rows in all (a seeded sample per cutoff, each
+    # keeping its share: lib/propensity.py, Sampling): more cutoffs, same bound on the rows
+    # (the former 6 cutoffs x 50,000 customers).
+    max_train_rows: int = 300_000
+    # Once validated, refit on all customers with the early-stopped number of trees, and
+    # score with the refit (lib/propensity.py, Refit); metrics stay the validated model's.
+    refit_all: bool = True
     # Drivers (TreeSHAP, pred_contrib) cost about 1-2 ms per customer and target on one core,
     # far more than training at scale: above this many customers, each score's drivers are
     # computed for its highest-scored customers only (lib/propensity.explain_mask); the rest
@@ -88,6 +105,8 @@ def train_config(cfg: PropensityConfig) -> pm.TrainConfig:
         num_threads=cfg.num_threads,
         min_positives=cfg.min_positives,
         min_negatives=cfg.min_negatives,
+        max_train_rows=cfg.max_train_rows,
+        refit_all=cfg.refit_all,
     )
 
 
@@ -115,6 +134,65 @@ where l.cutoff_date in (select cutoff_date from recent)
        or md5_number(l.customer_id) % (select n from population) < $max_customers)
 order by l.cutoff_date, l.customer_id
 """
+
+
+LABELLED_CUTOFFS_SQL = """
+select distinct cutoff_date from marts.customer_labels
+where as_of_date = $as_of and {target} is not null
+order by cutoff_date desc
+"""
+
+# The training frame of one target on a given grid of cutoffs ($cutoffs, training_cutoffs),
+# sampled as TRAINING_SQL samples.
+GRID_TRAINING_SQL = f"""
+with labelled as (
+    select cutoff_date, customer_id, {{target}} as label
+    from marts.customer_labels
+    where as_of_date = $as_of and {{target}} is not null
+      and cutoff_date in (select unnest($cutoffs::date[]))
+), population as (
+    select count(distinct customer_id) as n from labelled
+)
+select l.cutoff_date, l.customer_id, l.label as {{target}}, {FEATURE_SQL}
+from labelled l
+join marts.customer_features f
+  on f.as_of_date = l.cutoff_date and f.customer_id = l.customer_id
+where (select n from population) <= $max_customers
+   or md5_number(l.customer_id) % (select n from population) < $max_customers
+order by l.cutoff_date, l.customer_id
+"""
+
+
+def training_cutoffs(labelled: list[dt.date], config: PropensityConfig) -> list[dt.date]:
+    """The grid (PropensityConfig): from the latest labelled cutoff back every
+    ``train_cutoff_every_weeks`` weeks within ``train_span_weeks``, at most
+    ``n_train_cutoffs``; the spacing halved while that leaves fewer than
+    ``min_train_cutoffs`` of the labelled ones. Latest first."""
+    labelled = sorted(set(labelled), reverse=True)
+    if not labelled:
+        return []
+    latest = labelled[0]
+    weeks = {(latest - c).days // 7: c for c in labelled
+             if (latest - c).days % 7 == 0 and (latest - c).days <= 7 * config.train_span_weeks}
+    every = max(1, config.train_cutoff_every_weeks)
+    while True:
+        grid = [weeks[w] for w in sorted(weeks) if w % every == 0][:config.n_train_cutoffs]
+        if every == 1 or len(grid) >= min(config.min_train_cutoffs, config.n_train_cutoffs):
+            return grid
+        every = max(1, every // 2)
+
+
+def read_training_frame(con, target: str, as_of: dt.date,
+                        config: PropensityConfig) -> pd.DataFrame:
+    """``target``'s training frame at ``as_of`` as the asset reads it: its labelled cutoffs,
+    the grid of ``training_cutoffs``, the customers sampled by id hash."""
+    labelled = [r[0] for r in con.execute(LABELLED_CUTOFFS_SQL.replace("{target}", target),
+                                          {"as_of": as_of}).fetchall()]
+    cutoffs = training_cutoffs(labelled, config)
+    return con.execute(
+        GRID_TRAINING_SQL.replace("{target}", target),
+        {"as_of": as_of, "cutoffs": cutoffs, "max_customers": config.max_train_customers},
+    ).df()
 
 
 def _fmt(x: float | None) -> str:
@@ -158,11 +236,7 @@ def propensity_models(
         explained: dict[str, int] = {}
         comparisons: dict[str, str] = {}
         for target in TARGETS:
-            frame = con.execute(
-                TRAINING_SQL.replace("{target}", target),
-                {"as_of": as_of, "n_cutoffs": config.n_train_cutoffs,
-                 "max_customers": config.max_train_customers},
-            ).df()
+            frame = read_training_frame(con, target, as_of, config)
             result = pm.train_target(frame, target, FEATURE_COLUMNS, tc)
             model_dir = paths.models / target / as_of.isoformat()
             pm.save_model(result, model_dir)
