@@ -3,10 +3,10 @@
 dates only in USD), through the real ingest, dbt build and the asset's training path
 (read_training_frame + train_target). About 60 s: three small warehouses, built once.
 
-The warehouses get a year of training cutoffs: dbt's feature grid is extended to 66 weekly
-dates (a year of cutoffs plus churn_90d's 13-week label window), which the asset's grid
-(PropensityConfig: every 4 weeks across 52) needs; with dbt's default 18 weekly dates the
-models lost to BG/NBD on these shops (scripts/model_vs_btyd.py, README of the script).
+The warehouses have dbt's default feature grid: weekly for 18 weeks, then every 4 weeks up to
+64 (macros/as_of.sql), a year of training cutoffs behind churn_90d's 13-week label window,
+which the asset's grid (PropensityConfig: every 4 weeks across 52) needs; with 18 weekly dates
+alone the models lost to BG/NBD on these shops (scripts/model_vs_btyd.py).
 
 What is asserted, and how noise is decided: each shop's calibration half holds 300 to 800
 customers, and the paired bootstrap 95% interval of the AUC difference (model minus BG/NBD)
@@ -39,7 +39,6 @@ from .helpers import run_dbt
 
 CURRENCY = {"cohort": "GBP", "wholesale": "GBP", "dates_only": "USD"}
 TARGETS = ("purchase_30d", "churn_90d")
-FEATURE_WEEKS = 66
 
 
 @pytest.fixture(scope="module", params=shapes.SHAPES)
@@ -55,8 +54,7 @@ def shop(request, tmp_path_factory):
     finally:
         con.close()
     proc = run_dbt(["build", "--quiet", "--select", "+customer_features +customer_labels",
-                    "--vars", dbt_vars(shape.end.isoformat(), reporting_currency=CURRENCY[name],
-                                       n_cutoffs=FEATURE_WEEKS)],
+                    "--vars", dbt_vars(shape.end.isoformat(), reporting_currency=CURRENCY[name])],
                    DS_DUCKDB_PATH=str(db), DBT_TARGET_PATH=str(dbt_state_dir(db)))
     assert proc.returncode == 0, proc.stdout[-3000:]
     cfg = PropensityConfig()

@@ -37,3 +37,15 @@ def test_the_grid_is_bounded_by_count_and_span_and_ignores_input_order():
     assert training_cutoffs(cutoffs[::-1], cfg) == weekly(5)
     wide = PropensityConfig(n_train_cutoffs=50, train_span_weeks=8, train_cutoff_every_weeks=1)
     assert training_cutoffs(cutoffs, wide) == weekly(9)
+
+
+def test_dbts_sparse_year_beyond_the_recent_weeks_still_gives_a_year_of_cutoffs():
+    as_of = dt.date(2025, 6, 30)
+    # dbt's grid (macros/as_of.sql): weekly k = 1..18, then every 4th k up to 64; churn_90d's
+    # labels are complete from k = 13 on
+    ks = [*range(13, 19), *range(20, 65, 4)]
+    grid = training_cutoffs([as_of - dt.timedelta(weeks=k) for k in ks], PropensityConfig())
+    assert grid[0] == as_of - dt.timedelta(weeks=13)
+    gaps = {(a - b).days for a, b in zip(grid, grid[1:], strict=False)}
+    assert min(gaps) >= 28 and (grid[0] - grid[-1]).days >= 48 * 7
+    assert len(grid) >= 10

@@ -160,13 +160,14 @@ def database_size(con) -> dict[str, int]:
 
 
 def cutoff_vars(dbt_project_yml) -> tuple[int, int]:
-    """(cutoff_step_days, n_cutoffs) from dbt_project.yml's vars: the grid of feature dates
-    a partition reads, defined once, in dbt."""
+    """(cutoff_step_days, the largest k) from dbt_project.yml's vars: the grid of feature
+    dates a partition reads (macros/as_of.sql, feature_dates), defined once, in dbt: the
+    oldest date it reads is ``P - step * max(n_cutoffs, long_cutoffs)``."""
     import yaml
 
     with open(dbt_project_yml) as f:
         v = yaml.safe_load(f)["vars"]
-    return int(v["cutoff_step_days"]), int(v["n_cutoffs"])
+    return int(v["cutoff_step_days"]), max(int(v["n_cutoffs"]), int(v.get("long_cutoffs", 0)))
 
 
 def prune(con, keep_days: int, dbt_project_yml, dry_run: bool = False) -> dict:

@@ -13,10 +13,13 @@
 {%- endmacro %}
 
 {#- The dates a partition builds features for: as_of_date (k = 0, for scoring) and the
-    training cutoffs as_of_date - step * k, k = 1..n_cutoffs (DESIGN §3). -#}
+    training cutoffs as_of_date - step * k: every k = 1..n_cutoffs (the recent weeks), then
+    every long_cutoff_every-th k up to long_cutoffs (a year of training cutoffs behind the
+    longest label window, sparse so a cold start builds 30 dates, not 66). -#}
 {% macro feature_dates(min_k=0) -%}
     select
         ({{ as_of_date() }} - (k * {{ var('cutoff_step_days') | int }})::integer)::date as cutoff_date,
         k::integer as cutoff_index
-    from range({{ min_k }}, {{ var('n_cutoffs') | int }} + 1) as t(k)
+    from range({{ min_k }}, {{ [var('n_cutoffs') | int, var('long_cutoffs') | int] | max }} + 1) as t(k)
+    where k <= {{ var('n_cutoffs') | int }} or k % {{ var('long_cutoff_every') | int }} = 0
 {%- endmacro %}

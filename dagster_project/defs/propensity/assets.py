@@ -172,11 +172,18 @@ def training_cutoffs(labelled: list[dt.date], config: PropensityConfig) -> list[
     if not labelled:
         return []
     latest = labelled[0]
-    weeks = {(latest - c).days // 7: c for c in labelled
-             if (latest - c).days % 7 == 0 and (latest - c).days <= 7 * config.train_span_weeks}
+    weeks = sorted((latest - c).days // 7 for c in labelled
+                   if (latest - c).days % 7 == 0 and (latest - c).days <= 7 * config.train_span_weeks)
     every = max(1, config.train_cutoff_every_weeks)
     while True:
-        grid = [weeks[w] for w in sorted(weeks) if w % every == 0][:config.n_train_cutoffs]
+        # from the latest back, each next cutoff at least `every` weeks after the last taken:
+        # the dbt grid is weekly for 18 weeks and sparse beyond (macros/as_of.sql)
+        grid, last = [], None
+        for w in weeks:
+            if last is None or w - last >= every:
+                grid.append(latest - dt.timedelta(weeks=w))
+                last = w
+        grid = grid[:config.n_train_cutoffs]
         if every == 1 or len(grid) >= min(config.min_train_cutoffs, config.n_train_cutoffs):
             return grid
         every = max(1, every // 2)
