@@ -40,8 +40,8 @@ def test_every_injected_malformed_row_is_in_quarantine_with_a_reason(ingested, d
     defects = pd.read_parquet(dataset / "truth" / "defects.parquet")
     bad = defects[defects["kind"].isin(QUARANTINED_KINDS)]
     assert set(bad["kind"]) == set(QUARANTINED_KINDS)
-    # a negative quantity on an order line is a returned line (a credit note's rule), kept in
-    # raw and read as a return in staging; a zero quantity is quarantined
+    # a negative quantity on an order line is kept in raw: a credit note's lines are returns,
+    # a purchase's are left out and listed by dbt (test_features_peer); a zero is quarantined
     credit = ingested["con"].execute(
         "select _file as file, _line as line from raw.crm__order_lines where quantity < 0").df()
     negative_lines = bad.merge(credit, on=["file", "line"], how="inner")

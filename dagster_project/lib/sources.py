@@ -32,10 +32,14 @@ def sources_present(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> dict[str,
 
 
 def credit_note_lines(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> int:
-    """Order lines with a negative quantity landed by ``as_of`` (read as returns)."""
+    """Credit notes' lines with a negative quantity landed by ``as_of`` (read as returns):
+    lines of orders with a negative gross amount (stg_crm__credit_note_returns)."""
     try:
-        return int(con.execute("select count(*) from raw.crm__order_lines "
-                               "where quantity < 0 and _file_date <= ?", [as_of]).fetchone()[0])
+        return int(con.execute(
+            "select count(*) from raw.crm__order_lines l join raw.crm__orders o "
+            "on trim(o.order_id) = trim(l.order_id) and o._file_date <= ? "
+            "where l.quantity < 0 and o.gross_amount < 0 and l._file_date <= ?",
+            [as_of, as_of]).fetchone()[0])
     except duckdb.CatalogException:
         return 0
 

@@ -25,7 +25,9 @@ line_values as (
         sum(l.quantity * l.unit_cost) / nullif(sum(l.quantity), 0) as unit_cost
     from returns as r
     inner join {{ ref('stg_crm__order_lines') }} as l
-        on l.order_id = r.order_id and l.sku = r.sku and l.landed_date <= r.landed_date
+        on
+            l.order_id = r.order_id and l.sku = r.sku and l.landed_date <= r.landed_date
+            and l.quantity > 0
     group by r.return_id
 ),
 

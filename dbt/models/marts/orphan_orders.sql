@@ -39,3 +39,18 @@ select
     'credit note line with no earlier purchase of the customer to return it from' as reason
 from {{ ref('stg_crm__credit_note_returns') }} as r
 where r.landed_date <= {{ as_of_date() }} and not r.matched
+
+union all
+
+select
+    {{ as_of_date() }} as as_of_date,
+    o.order_id,
+    o.customer_id,
+    o.ordered_at,
+    l._file as file,
+    l._line as line,
+    'negative quantity on a line of a purchase (only a credit note, an order with a negative '
+    || 'amount, returns goods): line left out' as reason
+from {{ ref('stg_crm__order_lines') }} as l
+inner join {{ ref('stg_crm__orders') }} as o on o.order_id = l.order_id
+where l.landed_date <= {{ as_of_date() }} and l.quantity < 0 and not o.is_credit_note

@@ -1,12 +1,14 @@
 -- Credit notes as returns. Shops whose ERP or till exports a cancellation or a return as an
 -- invoice of its own with negative quantities (a credit note, e.g. "C" invoices), not as a
--- returns file, still have returns. Rule: an order line with a negative quantity is a returned
--- line: its units (-quantity) and value (-quantity x unit_price, in the order's currency) are a
--- return of the same customer's latest earlier purchase of that SKU (ordered no later than the
--- credit note and landed no later than it); without one, of the customer's latest earlier
--- purchase of any SKU. A credit note (gross_amount < 0) is not a purchase:
--- int_orders__economics leaves it out. A negative line without any earlier purchase of its
--- customer is listed in marts.orphan_orders with the reason (matched = false here).
+-- returns file, still have returns. Rule: a credit note is an order with a negative gross
+-- amount (is_credit_note); each of its lines with a negative quantity is a returned line: its
+-- units (-quantity) and value (-quantity x unit_price, in the order's currency) are a return of
+-- the same customer's latest earlier purchase of that SKU (ordered no later than the credit
+-- note and landed no later than it); without one, of the customer's latest earlier purchase of
+-- any SKU. A credit note is not a purchase: int_orders__economics leaves it out. A negative
+-- line without any earlier purchase of its customer is listed in marts.orphan_orders with the
+-- reason (matched = false here). A negative line on a purchase (gross_amount >= 0) is a
+-- defect, not a return: left out of the line economics and listed in marts.orphan_orders.
 with orders as (
     select * from {{ ref('stg_crm__orders') }}
 ),
@@ -29,7 +31,7 @@ credit_lines as (
         o._line
     from lines as l
     inner join orders as o on o.order_id = l.order_id
-    where l.quantity < 0
+    where l.quantity < 0 and o.is_credit_note
 ),
 
 purchases as (

@@ -12,7 +12,9 @@ final as (
         quantity,
         unit_price,
         coalesce(unit_cost, 0) as unit_cost,
-        _file_date as landed_date
+        _file_date as landed_date,
+        _file,
+        _line
     from source
     qualify row_number() over (
         partition by order_id, line_number order by _file_date, _file, _line
