@@ -205,15 +205,22 @@ def run(dates: list[str], run_config: dict | None = None) -> tuple[int, list[str
     return code, notes
 
 
+def _rows(con, sql: str, params: list) -> list[tuple]:
+    """The query's rows, or none when its table is not built yet."""
+    try:
+        return con.execute(sql, params).fetchall()
+    except duckdb.CatalogException:
+        return []
+
+
 def first_lines(con, as_of: dt.date) -> list[str]:
     """What a reader must know first: the currency, absent sources and models, orphaned
     orders and quarantined rows, each with its reason."""
     from dagster_project.lib.currency import reporting_currency
     from dagster_project.lib.sources import absent_sources
 
-    lines = []
     currency, why = reporting_currency(con, as_of)
-    lines.append(f"reporting currency: {currency} ({why})")
+    lines = [f"reporting currency: {currency} ({why})"]
     try:
         absent = absent_sources(con, as_of)
     except duckdb.CatalogException:
@@ -222,31 +229,17 @@ def first_lines(con, as_of: dt.date) -> list[str]:
         lines.append(f"absent sources ({len(absent)}): "
                      + ", ".join(absent) + f" (optional; no rows landed by {as_of}: the outputs "
                      "that need them say so)")
-    try:
-        models = con.execute("select target, absent_reason from segmentation.model_metrics "
-                             "where as_of_date = ? and status = 'absent' order by target",
-                             [as_of]).fetchall()
-    except duckdb.CatalogException:
-        models = []
-    for target, reason in models:
-        lines.append(f"absent model {target}: {reason}")
-    try:
-        orphans = con.execute("select reason, count(*) from marts.orphan_orders "
-                              "where as_of_date = ? group by 1 order by 2 desc, 1",
-                              [as_of]).fetchall()
-    except duckdb.CatalogException:
-        orphans = []
-    for reason, n in orphans:
-        lines.append(f"orders kept out: {n:,} ({reason}; marts.orphan_orders)")
-    try:
-        quarantined = con.execute(
-            "select q.raw_table, q.reason, count(*) from raw.quarantine q join raw.ingested_files "
-            "f using (raw_table, file) where f.file_date <= ? group by 1, 2 order by 3 desc, 1, 2 "
-            "limit 5", [as_of]).fetchall()
-    except duckdb.CatalogException:
-        quarantined = []
-    for table, reason, n in quarantined:
-        lines.append(f"quarantined: {n:,} rows of {table} ({reason}; raw.quarantine)")
+    lines += [f"absent model {target}: {reason}" for target, reason in _rows(
+        con, "select target, absent_reason from segmentation.model_metrics "
+             "where as_of_date = ? and status = 'absent' order by target", [as_of])]
+    lines += [f"orders kept out: {n:,} ({reason}; marts.orphan_orders)" for reason, n in _rows(
+        con, "select reason, count(*) from marts.orphan_orders where as_of_date = ? "
+             "group by 1 order by 2 desc, 1", [as_of])]
+    lines += [f"quarantined: {n:,} rows of {table} ({reason}; raw.quarantine)"
+              for table, reason, n in _rows(
+                  con, "select q.raw_table, q.reason, count(*) from raw.quarantine q "
+                       "join raw.ingested_files f using (raw_table, file) where f.file_date <= ? "
+                       "group by 1, 2 order by 3 desc, 1, 2 limit 5", [as_of])]
     return lines
 
 

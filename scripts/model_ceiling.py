@@ -48,8 +48,8 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dagster_project.defs.propensity.assets import (  # noqa: E402
-    TRAINING_SQL,
     PropensityConfig,
+    recent_training_frame,
     train_config,
 )
 from dagster_project.lib import propensity as pm  # noqa: E402
@@ -68,8 +68,7 @@ where o.visible_from <= $cutoff and o.order_date <= $cutoff and not o.fx_missing
 
 
 def training_frame(con, target: str, as_of: dt.date, n_cutoffs: int) -> pd.DataFrame:
-    return con.execute(TRAINING_SQL.replace("{target}", target),
-                       {"as_of": as_of, "n_cutoffs": n_cutoffs, "max_customers": 2**62}).df()
+    return recent_training_frame(con, target, as_of, n_cutoffs)
 
 
 TRAITS = ("base_hazard", "buying_mode", "cycle_days", "dropout_prob")

@@ -16,7 +16,7 @@ over a year: the 18 most recent dates are the same either way).
 ``backtest`` pretends the run happened at earlier dates and scores every customer there
 against what they did next: the validated model, its refit on all customers, BG/NBD.
 
-``eval`` reads each target's training frame with the asset's TRAINING_SQL and trains it with
+``eval`` reads each target's training frame as the asset does (training_frame_at) and trains it with
 ``pm.train_target``, the asset's code path, and prints per shop and target: the model AUC
 (calibration half), the naive baseline's and BG/NBD's, the model minus BG/NBD AUC with its
 paired bootstrap 95% interval, the top-decile lifts, and the training seconds. ``--config
@@ -101,19 +101,22 @@ def training_frame(con, target: str, as_of: dt.date, cfg: pa.PropensityConfig,
                    cutoffs: list[dt.date]) -> pd.DataFrame:
     """What ``pa.read_training_frame`` reads, on the grid ``training_cutoffs`` picks from
     ``cutoffs``."""
-    grid = pa.training_cutoffs(cutoffs, cfg)
-    return con.execute(pa.GRID_TRAINING_SQL.replace("{target}", target),
-                       {"as_of": as_of, "cutoffs": grid,
-                        "max_customers": cfg.max_train_customers}).df()
+    return pa.training_frame_at(con, target, as_of, pa.training_cutoffs(cutoffs, cfg),
+                                cfg.max_train_customers)
+
+
+def _open_shop(root: Path) -> tuple[dt.date, duckdb.DuckDBPyConnection]:
+    """A built shop's as-of date and a read-only connection to its warehouse."""
+    shop = json.loads((root / "shop.json").read_text())
+    return (dt.date.fromisoformat(shop["as_of"]),
+            duckdb.connect(str(root / "warehouse.duckdb"), read_only=True))
 
 
 def evaluate(root: Path, targets: tuple[str, ...], cfg: pa.PropensityConfig,
              feature_weeks: int | None = None) -> list[dict]:
-    shop = json.loads((root / "shop.json").read_text())
-    as_of = dt.date.fromisoformat(shop["as_of"])
+    as_of, con = _open_shop(root)
     tc = pa.train_config(cfg)
     rows = []
-    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
     try:
         for target in targets:
             frame = training_frame(con, target, as_of, cfg,
@@ -154,11 +157,9 @@ def backtest(root: Path, targets: tuple[str, ...], cfg: pa.PropensityConfig, n_d
     from dagster_project.lib import btyd
     from dagster_project.lib.features import LABEL_HORIZON_DAYS
 
-    shop = json.loads((root / "shop.json").read_text())
-    as_of = dt.date.fromisoformat(shop["as_of"])
+    as_of, con = _open_shop(root)
     tc = pa.train_config(cfg)
     rows = []
-    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
     try:
         for target in targets:
             h = LABEL_HORIZON_DAYS[target]

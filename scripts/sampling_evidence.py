@@ -26,8 +26,8 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dagster_project.defs.propensity.assets import (
-    TRAINING_SQL,
     PropensityConfig,
+    recent_training_frame,
     train_config,
 )
 from dagster_project.lib import propensity as pm
@@ -50,9 +50,8 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for target in a.targets:
         def frame(max_customers: int, target: str = target):
-            return con.execute(TRAINING_SQL.replace("{target}", target),
-                               {"as_of": a.date, "n_cutoffs": cfg.n_train_cutoffs,
-                                "max_customers": max_customers or 2**62}).df()
+            return recent_training_frame(con, target, a.date, cfg.n_train_cutoffs,
+                                         max_customers or 2**62)
         full = pm.prepare(frame(0), target)
         evaluation = full.loc[full["fold"] == "calibration"]
         y = evaluation[target].to_numpy(dtype=float)

@@ -83,7 +83,10 @@ def _runner(root: Path, dates: list[str]) -> None:
     for d in dates:
         result = job.execute_in_process(partition_key=d, instance=instance,
                                         run_config=RUN_CONFIG, raise_on_error=False)
-        errors = [f"{e.step_key}: {e.message}" for e in result.all_events if e.is_failure]
+        errors = [f"{e.step_key}: " + (e.step_failure_data.error.message.strip()
+                                       if e.is_step_failure and e.step_failure_data
+                                       and e.step_failure_data.error else e.message)
+                  for e in result.all_events if e.is_failure]
         errors += [f"{e.asset_key.to_user_string()}:{e.check_name}: {e.description}"
                    for e in result.get_asset_check_evaluations()
                    if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]

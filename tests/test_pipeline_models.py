@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from dagster_project.defs.propensity.assets import TRAINING_SQL
+from dagster_project.defs.propensity.assets import recent_training_frame
 from dagster_project.lib import propensity as pm
 from dagster_project.lib.features import FEATURE_COLUMNS, LABELS
 
@@ -97,8 +97,7 @@ def test_purchase_30d_model_reaches_the_feature_ceiling(nightly_run, metrics):
 
     target = "purchase_30d"
     con = duckdb.connect(str(nightly_run["db"]), read_only=True)
-    frame = con.execute(TRAINING_SQL.replace("{target}", target),
-                        {"as_of": END, "n_cutoffs": 6, "max_customers": 150_000}).df()
+    frame = recent_training_frame(con, target, END, 6, max_customers=150_000)
     con.close()
     truth = pd.read_parquet(nightly_run["truth"] / "purchase_probability.parquet")
     truth["cutoff_date"] = pd.to_datetime(truth["cutoff_date"])

@@ -80,6 +80,27 @@ def db(tmp_path):
     con.close()
 
 
+@pytest.mark.parametrize("order", ["null_first", "text_first"])
+def test_a_column_null_on_one_night_and_text_on_another_publishes_both_into_history(db, order):
+    # an absent model's drivers are NULL on the night it is absent: the candidate and the
+    # history keep the declared VARCHAR, whichever night comes first
+    con = db
+    nights = [(D1, "run-aaaaaaaa", None), (D2, "run-bbbbbbbb", "days since the last order")]
+    if order == "text_first":
+        nights.reverse()
+    for day, run, driver in nights:
+        segments = make_segments(day, run).assign(segment_reason=driver)
+        versions, res, _ = stage(con, day, run, segments, make_members())
+        assert all(r.success for r in res.values())
+        pub.publish(con, day, run, versions, REQUIRED)
+    got = con.execute("SELECT partition_date, count(segment_reason) FROM "
+                      "published.segments_history GROUP BY 1 ORDER BY 1").fetchall()
+    assert [(str(d), n) for d, n in got] == [(D1, 0), (D2, 300)]
+    assert dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                            "WHERE table_name = 'segments_history'").fetchall())[
+        "segment_reason"] == "VARCHAR"
+
+
 def test_happy_path_and_backfill_keeps_view_current(db):
     con = db
     v1, res, _ = stage(con, D2, "run-bbbbbbbb", make_segments(D2, "run-b"), make_members())

@@ -270,3 +270,18 @@ def test_model_cuts_rank_by_log_odds_so_a_calibration_step_is_not_taken_whole():
     # the calibrated figure reported is the lowest probability selected: the 0.3 step
     assert th["purchase_30d_cut_repeat_buyers"] == 0.3
     assert "purchase_30d_log_odds_cut_repeat_buyers" not in by_score.thresholds["ready_to_repeat"]
+
+
+def test_the_status_table_says_which_segment_stands_was_merged_or_is_impossible():
+    config = small_min_config(min_segment_size=200)
+    config["segments"]["high_ltv_lookalike_seed"]["value_quantile"] = 0.995
+    result = assign_segments(make_frame(), config, CRM_ONLY)
+    status = result.status_table().set_index("segment")
+    assert list(status.index) == list(SEGMENTS)
+    assert status.loc["high_ltv_lookalike_seed", "status"] == "merged"
+    assert 0 < status.loc["high_ltv_lookalike_seed", "primary_customers"] < 200
+    assert status.loc["high_intent_low_trust", "status"] == "impossible"
+    assert "web" in status.loc["high_intent_low_trust", "reason"]
+    standing = status[status["status"] == "stands"]
+    assert (standing["primary_customers"] >= 200).all()
+    assert (status["minimum"] == 200).all()

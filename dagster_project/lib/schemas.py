@@ -49,6 +49,9 @@ SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {
     "segmentation.exclusion_audiences": (
         ("as_of_date", D), ("customer_id", V), ("audience", V), ("reason", V),
         (r".+_score", F), (r"[a-z0-9_]+", F)),  # the evidence columns: all numeric
+    "segmentation.segment_status": (
+        ("as_of_date", D), ("segment", V), ("status", V), ("primary_customers", I),
+        ("minimum", I), ("reason", V)),
     "segmentation.segment_driver_matrix": (
         ("as_of_date", D), ("segment", V), ("persuasion_driver", V), ("customers", I)),
     "measurement.incrementality": (
@@ -70,6 +73,30 @@ SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {
         ("customers_with_value_fallback", I), ("horizon_days", I), ("currency", V),
         (r"[a-z0-9_]+", F)),
 }
+
+
+
+
+def _candidate(table: str, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+    """A candidate's schema (audit.<name>__..., then published.<name>): the segmentation
+    table it is read from, plus the stamps; as_of_date as it has always been published (a
+    TIMESTAMP: the frame's datetime)."""
+    cols = tuple((n, "TIMESTAMP" if n == "as_of_date" else t) for n, t in SCHEMAS[table])
+    return (*extra, *cols)
+
+
+# The write-audit-publish candidates (lib/publish.write_candidate): published.<name>, its
+# audit versions and its _history carry these types.
+SCHEMAS.update({
+    "published.segments": _candidate("segmentation.decision_segments", ("run_id", V)),
+    "published.scores": _candidate("segmentation.propensity_scores", ("run_id", V)),
+    "published.exclusions": _candidate("segmentation.exclusion_audiences",
+                                       ("model_versions", V), ("run_id", V)),
+    "published.audiences": (
+        ("as_of_date", D), ("audience", V), ("customer_id", V), ("marketing_consent", B),
+        ("holdout", B), (r".+_sha256", V), ("country", V), ("zip", V), ("audience_kind", V),
+        ("model_versions", V), ("run_id", V)),
+})
 
 
 class UndeclaredColumn(ValueError):

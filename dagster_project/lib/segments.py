@@ -209,6 +209,23 @@ class SegmentResult:
     notes: dict[str, str] = field(default_factory=dict)  # segment -> rule adjustment stated
     membership_sizes: dict[str, int] = field(default_factory=dict)  # in_ flag counts
     config_version: str = ""
+    minimum: int = 0  # the minimum primary count in force (min_segment_size)
+    merged_sizes: dict[str, int] = field(default_factory=dict)  # primary count when merged
+
+    def status_table(self) -> pd.DataFrame:
+        """One row per decision segment: stands, merged (too small, by the minimum-size rule)
+        or impossible (its data is missing), with its size and the reason."""
+        rows = []
+        for s in SEGMENTS:
+            if s in self.impossible:
+                rows.append((s, "impossible", 0, self.impossible[s]))
+            elif s in self.merged:
+                rows.append((s, "merged", self.merged_sizes.get(s, 0), self.merged[s]))
+            else:
+                rows.append((s, "stands", self.sizes.get(s, 0), ""))
+        out = pd.DataFrame(rows, columns=["segment", "status", "primary_customers", "reason"])
+        out["minimum"] = self.minimum
+        return out
 
     def metadata(self) -> dict[str, Any]:
         """JSON-ready figures for the asset metadata (NaN cuts written as null)."""
@@ -487,6 +504,7 @@ def assign_segments(
     flags = {s: r.member.copy() for s, r in rules.items()}
     minimum = min_segment_size(config, n)
     merged: dict[str, str] = {}
+    merged_sizes: dict[str, int] = {}
     while True:
         primary = _primary(flags, priority, n, default)
         sizes = pd.Series(primary).value_counts()
@@ -494,6 +512,7 @@ def assign_segments(
         if not small:
             break
         seg = min(small, key=lambda s: (small[s], priority.index(s)))
+        merged_sizes[seg] = small[seg]
         merged[seg] = (
             f"{small[seg]} customers with it as primary segment < minimum {minimum} "
             f"(sized for learning): merged into {default}; members fall to their next "
@@ -524,6 +543,8 @@ def assign_segments(
         thresholds={s: r.thresholds for s, r in rules.items()},
         sizes={s: int(counts_.get(s, 0)) for s in (*SEGMENTS, default)},
         merged=merged,
+        minimum=minimum,
+        merged_sizes=merged_sizes,
         impossible=impossible,
         notes={s: r.note for s, r in rules.items() if r.note},
         membership_sizes={s: int(table[f"in_{s}"].sum()) for s in SEGMENTS},

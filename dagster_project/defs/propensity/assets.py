@@ -112,38 +112,15 @@ def train_config(cfg: PropensityConfig) -> pm.TrainConfig:
 
 FEATURE_SQL = ", ".join(f"f.{c}" for c in FEATURE_COLUMNS)
 
-TRAINING_SQL = f"""
--- Training rows of one target: features at each cutoff joined to labels computed from the
--- partition's data; only the n most recent cutoffs with a complete window; customers
--- sampled deterministically by id hash when there are more than max_train_customers.
-with labelled as (
-    select cutoff_date, customer_id, {{target}} as label
-    from marts.customer_labels
-    where as_of_date = $as_of and {{target}} is not null
-), recent as (
-    select distinct cutoff_date from labelled order by cutoff_date desc limit $n_cutoffs
-), population as (
-    select count(distinct customer_id) as n from labelled
-)
-select l.cutoff_date, l.customer_id, l.label as {{target}}, {FEATURE_SQL}
-from labelled l
-join marts.customer_features f
-  on f.as_of_date = l.cutoff_date and f.customer_id = l.customer_id
-where l.cutoff_date in (select cutoff_date from recent)
-  and ((select n from population) <= $max_customers
-       or md5_number(l.customer_id) % (select n from population) < $max_customers)
-order by l.cutoff_date, l.customer_id
-"""
-
-
 LABELLED_CUTOFFS_SQL = """
 select distinct cutoff_date from marts.customer_labels
 where as_of_date = $as_of and {target} is not null
 order by cutoff_date desc
 """
 
-# The training frame of one target on a given grid of cutoffs ($cutoffs, training_cutoffs),
-# sampled as TRAINING_SQL samples.
+# The training frame of one target on a given grid of cutoffs ($cutoffs, training_cutoffs):
+# features at each cutoff joined to labels computed from the partition's data; customers
+# sampled deterministically by id hash when there are more than max_customers.
 GRID_TRAINING_SQL = f"""
 with labelled as (
     select cutoff_date, customer_id, {{target}} as label
@@ -189,17 +166,33 @@ def training_cutoffs(labelled: list[dt.date], config: PropensityConfig) -> list[
         every = max(1, every // 2)
 
 
+def labelled_cutoffs(con, target: str, as_of: dt.date) -> list[dt.date]:
+    """``target``'s cutoffs with a complete label window at ``as_of``, latest first."""
+    return [r[0] for r in con.execute(LABELLED_CUTOFFS_SQL.replace("{target}", target),
+                                      {"as_of": as_of}).fetchall()]
+
+
+def training_frame_at(con, target: str, as_of: dt.date, cutoffs: list[dt.date],
+                      max_customers: int) -> pd.DataFrame:
+    """``target``'s training frame on the given cutoffs (GRID_TRAINING_SQL)."""
+    return con.execute(GRID_TRAINING_SQL.replace("{target}", target),
+                       {"as_of": as_of, "cutoffs": cutoffs, "max_customers": max_customers}).df()
+
+
+def recent_training_frame(con, target: str, as_of: dt.date, n_cutoffs: int,
+                          max_customers: int = 2**62) -> pd.DataFrame:
+    """``target``'s training frame on its ``n_cutoffs`` most recent labelled cutoffs (the
+    weekly policy before the year-long grid; scripts and tests that measure on it)."""
+    return training_frame_at(con, target, as_of, labelled_cutoffs(con, target, as_of)[:n_cutoffs],
+                             max_customers)
+
+
 def read_training_frame(con, target: str, as_of: dt.date,
                         config: PropensityConfig) -> pd.DataFrame:
     """``target``'s training frame at ``as_of`` as the asset reads it: its labelled cutoffs,
     the grid of ``training_cutoffs``, the customers sampled by id hash."""
-    labelled = [r[0] for r in con.execute(LABELLED_CUTOFFS_SQL.replace("{target}", target),
-                                          {"as_of": as_of}).fetchall()]
-    cutoffs = training_cutoffs(labelled, config)
-    return con.execute(
-        GRID_TRAINING_SQL.replace("{target}", target),
-        {"as_of": as_of, "cutoffs": cutoffs, "max_customers": config.max_train_customers},
-    ).df()
+    cutoffs = training_cutoffs(labelled_cutoffs(con, target, as_of), config)
+    return training_frame_at(con, target, as_of, cutoffs, config.max_train_customers)
 
 
 def _fmt(x: float | None) -> str:

@@ -129,10 +129,31 @@ def evaluate_segments(con, as_of, versions) -> q.SuiteResult:
     frame = pub.read_candidate(con, versions[SEGMENTS_NAME])
     previous = pub.previous_sizes(con, SEGMENTS_NAME, "primary_segment",
                                   before=as_of)
-    return q.check_segments(
+    # A segment merged tonight by the minimum-size rule, or impossible without its data, is a
+    # stated decision of the segments layer (segmentation.segment_status), not a collapse:
+    # its size change is not judged (a small shop's segment near the minimum would otherwise
+    # stop every night it falls below it). Every other segment's is.
+    exempt = ruled_out_segments(con, as_of)
+    result = q.check_segments(
         frame, allowed_segments(), [*contract.PERSUASION_THEMES, UNKNOWN],
-        previous_sizes=previous, max_share=MAX_SEGMENT_SHARE, max_size_change=MAX_SIZE_CHANGE,
-        suite_name="segments")
+        previous_sizes={s: n for s, n in (previous or {}).items() if s not in exempt},
+        max_share=MAX_SEGMENT_SHARE, max_size_change=MAX_SIZE_CHANGE, suite_name="segments")
+    for s, why in sorted(exempt.items()):
+        if previous and s in previous:
+            result.notes.append(f"size change of {s} not judged: {why}")
+    return result
+
+
+def ruled_out_segments(con, as_of) -> dict[str, str]:
+    """{segment: status and reason} of the segments merged or impossible at ``as_of``."""
+    from duckdb import CatalogException
+
+    try:
+        rows = con.execute("select segment, status, reason from segmentation.segment_status "
+                           "where as_of_date = ? and status <> 'stands'", [as_of]).fetchall()
+    except CatalogException:
+        return {}
+    return {s: f"{status} tonight ({reason})" for s, status, reason in rows}
 
 
 def evaluate_scores(con, as_of, versions) -> q.SuiteResult:

@@ -123,6 +123,10 @@ def segments(context: dg.AssetExecutionContext, config: SegmentsConfig, duckdb: 
         table["segments_config_version"] = segs.config_version
         n = replace_partition(con, "segmentation.decision_segments", table, as_of)
 
+        status = segs.status_table()
+        status.insert(0, "as_of_date", as_of)
+        replace_partition(con, "segmentation.segment_status", status, as_of)
+
         ex_table = excl.table.copy()
         ex_table.insert(0, "as_of_date", as_of)
         replace_partition(con, "segmentation.exclusion_audiences", ex_table, as_of)
