@@ -195,13 +195,14 @@ def test_the_bootstrap_interval_is_the_one_roc_auc_score_gives_on_each_resample(
     assert (c["ci_low"], c["ci_high"]) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
 
 
-def test_target_with_50_positives_is_absent_with_a_reason_and_no_model(frame):
+def test_target_with_too_few_positives_is_absent_with_a_reason_and_no_model(frame):
     f = frame.copy()
     f[TARGET] = 0.0
-    f.loc[f.sample(50, random_state=0).index, TARGET] = 1.0
+    # fewer positives in all than the training fold alone needs
+    f.loc[f.sample(CONFIG.min_positives - 10, random_state=0).index, TARGET] = 1.0
     r = train_target(f, TARGET, FEATURE_COLS, CONFIG)
     assert r.booster is None and not r.trained
-    assert "positives" in r.absent_reason and "100" in r.absent_reason
+    assert "positives" in r.absent_reason and f"at least {CONFIG.min_positives}" in r.absent_reason
     with pytest.raises(ValueError, match="no model"):
         score(r, f)
 

@@ -80,8 +80,8 @@ class PropensityConfig(dg.Config):
     n_estimators: int = 600
     early_stopping_rounds: int = 50
     min_child_samples: int = 100
-    min_positives: int = 100
-    min_negatives: int = 100
+    min_positives: int = 50  # lib/propensity.py, Minimum data: why 50
+    min_negatives: int = 50
     # Fixed thread count: with deterministic=True, the same data, seed and thread count give
     # the same model file. 1, because LightGBM's threads spin: with 2 threads on a 2-core
     # machine that is busy with anything else, one step took 41 s instead of 3.5 s.
