@@ -1,4 +1,5 @@
-"""Where the daily partitions start, and what the CLI says about a date outside them."""
+"""The CLI: where the daily partitions start, what it says about a date outside them, and its
+summary when the warehouse is locked."""
 
 import datetime as dt
 
@@ -40,3 +41,28 @@ def test_a_date_outside_the_partitions_is_refused_with_the_range_and_how_to_chan
     msg = cli.partition_range_message("1999-01-01", keys=["2025-01-01", "2025-06-30"])
     assert "no partition for 1999-01-01" in msg
     assert "2025-01-01 to 2025-06-30" in msg and "DS_PARTITION_START=YYYY-MM-DD" in msg
+
+
+def test_the_summary_of_a_warehouse_locked_by_another_process_is_one_line(
+        tmp_path, monkeypatch, capsys):
+    import subprocess
+    import sys
+
+    import duckdb
+
+    db = tmp_path / "warehouse.duckdb"
+    duckdb.connect(str(db)).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+         "print('held', flush=True); sys.stdin.read()", str(db)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setenv("DS_DUCKDB_PATH", str(db))
+        cli.summary("2025-06-30")
+        out = capsys.readouterr().out
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    assert "(not readable now: IO Error: Could not set lock on file" in out
+    assert "Traceback" not in out
