@@ -143,3 +143,13 @@ def test_credit_notes_are_returns_not_purchases(nights):
     assert con.execute("select count(*) from intermediate.int_returns__valued "
                        "where return_id like 'credit:%'").fetchone()[0] == derived[0]
     assert con.execute("select count(*) from raw.quarantine").fetchone()[0] == 0
+    # the raw gate takes every landed credit note, whichever day it lands on
+    from dagster_project.lib import contract
+    from dagster_project.lib import quality as q
+
+    for table, column in (("crm__orders", "gross_amount"), ("crm__order_lines", "quantity")):
+        frame = con.execute(f"select {column} from raw.{table}").df()
+        assert (frame[column] < 0).any()
+        suite = q.raw_suite(contract.table(table), check_unique=False, columns=[column])
+        result = q.run_suite(frame, f"raw.{table}", suite)
+        assert result.success, result.summary_text()

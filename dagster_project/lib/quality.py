@@ -537,13 +537,19 @@ def check_audiences(prepared: pd.DataFrame, min_size: int = 100,
 
 
 # --------------------------------------------------------------------------- raw / staging
+# Columns a credit note makes negative (data/README.md: a cancellation exported as an invoice).
+CREDIT_NOTE_COLUMNS = {("crm__orders", "gross_amount"), ("crm__order_lines", "quantity")}
+
+
 def raw_suite(source_table, partition_end=None, *, check_unique: bool = True,
               columns: Iterable[str] | None = None) -> list:
     """Checks on a raw (staged, deduplicated) table frame, from the input contract.
 
     `source_table` is a `contract.SourceTable`. Non-nullable columns not null; the dedupe
-    key unique (after the staging dedupe); amounts / quantities >= 0 (quantities > 0 as the
-    contract says); the event-time column not after `partition_end` (exclusive end, i.e.
+    key unique (after the staging dedupe); amounts >= 0 and quantities > 0 as the contract
+    says, except what a credit note carries (an order's negative gross amount, an order line's
+    negative quantity: stg_crm__credit_note_returns reads them; an order line's quantity is
+    never 0); the event-time column not after `partition_end` (exclusive end, i.e.
     the day after the landing day -- half-open window). Columns absent from `columns`
     (when given) are skipped: a missing *required* column is the ingest's error.
     """
@@ -562,7 +568,10 @@ def raw_suite(source_table, partition_end=None, *, check_unique: bool = True,
     for c in source_table.columns:
         if c.name not in present:
             continue
-        if c.name == "quantity":
+        if (source_table.raw_name, c.name) in CREDIT_NOTE_COLUMNS:
+            if c.name == "quantity":
+                ex.append(gxe.ExpectColumnValuesToNotBeInSet(column=c.name, value_set=[0]))
+        elif c.name == "quantity":
             ex.append(gxe.ExpectColumnValuesToBeBetween(column=c.name, min_value=1))
         elif c.type in ("DOUBLE", "INTEGER", "BIGINT") and _is_amount(c.name):
             ex.append(gxe.ExpectColumnValuesToBeBetween(column=c.name, min_value=0))
