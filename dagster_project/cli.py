@@ -232,7 +232,8 @@ def first_lines(con, as_of: dt.date) -> list[str]:
     lines += [f"absent model {target}: {reason}" for target, reason in _rows(
         con, "select target, absent_reason from segmentation.model_metrics "
              "where as_of_date = ? and status = 'absent' order by target", [as_of])]
-    lines += [f"orders kept out: {n:,} ({reason}; marts.orphan_orders)" for reason, n in _rows(
+    lines += [f"kept out of the features: {n:,} rows ({reason}; marts.orphan_orders)"
+              for reason, n in _rows(
         con, "select reason, count(*) from marts.orphan_orders where as_of_date = ? "
              "group by 1 order by 2 desc, 1", [as_of])]
     lines += [f"quarantined: {n:,} rows of {table} ({reason}; raw.quarantine)"

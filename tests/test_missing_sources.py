@@ -58,7 +58,7 @@ EXPECTED_NOTES = {
     "ads": ["creative_fatigue: absent: no ads exposures",
             "exclusion_audiences: creative_resistant impossible"],
     "returns": ["absent model return_60d: too few training examples: 0 positives"],
-    "fx": ["orders kept out:", "(no FX rate for"],
+    "fx": ["kept out of the features:", "(no FX rate for"],
     "activation": [],
     "all": ["decision_segments: high_intent_low_trust impossible: no web source",
             "creative_fatigue: absent: no ads exposures",
