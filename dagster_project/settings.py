@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -53,12 +52,11 @@ def duckdb_memory_limit() -> str:
     return os.environ.get("DS_DUCKDB_MEMORY_LIMIT", "3GB")
 
 
-_LANDED = re.compile(r"^(\d{4}-\d{2}-\d{2})\.csv$")
-
-
 def earliest_landed_file(raw: Path | None = None) -> dt.date | None:
     """The earliest landing date of any file ``<raw>/<source>/<table>/<YYYY-MM-DD>.csv``
     (names only: no file is opened), or None when nothing has landed."""
+    from dagster_project.lib.contract import landing_date
+
     raw = raw_dir() if raw is None else raw
     earliest = None
     if not raw.is_dir():
@@ -70,13 +68,9 @@ def earliest_landed_file(raw: Path | None = None) -> dt.date | None:
             if not table.is_dir():
                 continue
             for f in os.scandir(table.path):
-                m = _LANDED.match(f.name)
-                if m:
-                    try:
-                        d = dt.date.fromisoformat(m.group(1))
-                    except ValueError:  # e.g. 2026-02-30.csv: the ingest reports it by name
-                        continue
-                    earliest = d if earliest is None or d < earliest else earliest
+                d = landing_date(f.name)  # None for e.g. 2026-02-30.csv: the ingest names it
+                if d is not None and (earliest is None or d < earliest):
+                    earliest = d
     return earliest
 
 

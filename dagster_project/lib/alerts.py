@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ingest import DATE_FILE
+from .contract import landing_date
 
 ALERTS_FILE = "alerts.jsonl"
 WEBHOOK_ENV = "DS_ALERT_WEBHOOK_URL"
@@ -243,14 +243,8 @@ def source_freshness(folder: Path, raw_table: str, as_of: dt.date, optional: boo
     dates = []
     if folder.is_dir():
         for p in folder.iterdir():
-            m = DATE_FILE.match(p.name)
-            if not m:
-                continue
-            try:
-                d = dt.date.fromisoformat(m.group(1))
-            except ValueError:  # an impossible date: the ingest names the file
-                continue
-            if d <= as_of:
+            d = landing_date(p.name)  # None for an impossible date: the ingest names the file
+            if d is not None and d <= as_of:
                 dates.append(d)
     latest = max(dates) if dates else None
     usual = _usual_gap(dates, as_of)

@@ -16,7 +16,24 @@ because DuckDB 1.5's CSV reader turns an unparseable TIMESTAMPTZ into NULL silen
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from dataclasses import dataclass, field
+
+# A landed file's name: its landing day, <YYYY-MM-DD>.csv.
+DATE_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.csv$")
+
+
+def landing_date(name: str) -> dt.date | None:
+    """The landing day a file name states, or None for any other name or an impossible date
+    (e.g. 2026-02-30.csv; readers that skip it leave the ingest to name it)."""
+    m = DATE_FILE.match(name)
+    if not m:
+        return None
+    try:
+        return dt.date.fromisoformat(m.group(1))
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)

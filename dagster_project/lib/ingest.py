@@ -23,15 +23,13 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
-from .contract import TABLES, SourceTable
+from .contract import DATE_FILE, TABLES, SourceTable
 
-DATE_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.csv$")
 
 
 class IngestError(RuntimeError):

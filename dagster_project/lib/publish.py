@@ -33,7 +33,7 @@ import pandas as pd
 
 from .quality import SuiteResult
 from .schemas import column_types
-from .warehouse import table_exists
+from .warehouse import align_columns, table_exists
 
 AUDIT = "audit"
 PUBLISHED = "published"
@@ -156,17 +156,6 @@ def _in_transaction(con, body: Callable[[], None]) -> None:
 
 
 # --------------------------------------------------------------------------- audit
-def _align_columns(con, target: str, source: str) -> None:
-    """Give `target` every column of `source` with source's type: a column added by a newer
-    version is added (NULL before), one typed differently by an older version is altered."""
-    have = {r[0]: r[1] for r in con.execute(f"DESCRIBE {target}").fetchall()}
-    for col, typ, *_ in con.execute(f"DESCRIBE {source}").fetchall():
-        if col not in have:
-            con.execute(f'ALTER TABLE {target} ADD COLUMN "{col}" {typ}')
-        elif have[col] != typ:
-            con.execute(f'ALTER TABLE {target} ALTER COLUMN "{col}" SET DATA TYPE {typ}')
-
-
 def write_candidate(con, name: str, frame: pd.DataFrame, as_of, run_id: str,
                     key: Sequence[str] = ("customer_id",)) -> CandidateVersion:
     """Write `frame` to ``audit.<name>__<yyyymmdd>__<run8>`` and record it.
@@ -413,7 +402,8 @@ def publish(con, as_of, run_id: str, versions: Mapping[str, str],
             hist = q(PUBLISHED, f"{name}_history")
             con.execute(f"CREATE TABLE IF NOT EXISTS {hist} AS SELECT "
                         f"CAST(NULL AS DATE) AS partition_date, * FROM {pub} LIMIT 0")
-            _align_columns(con, hist, pub)
+            pub_types = {r[0]: r[1] for r in con.execute(f"DESCRIBE {pub}").fetchall()}
+            align_columns(con, hist, pub_types)  # a history typed by an older version
             con.execute(f"DELETE FROM {hist} WHERE partition_date = ?", [as_of])
             con.execute(f"INSERT INTO {hist} BY NAME SELECT CAST(? AS DATE) AS "
                         f"partition_date, * FROM {pub}", [as_of])

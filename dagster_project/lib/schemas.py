@@ -34,8 +34,7 @@ SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {
         *((f"{who}_{m}", F) for who in ("model", "baseline", "btyd")
           for m in ("roc_auc", "pr_auc", "brier", "top_decile_lift")),
         *((f"{who}_{m}", I) for who in ("model", "baseline", "btyd") for m in ("n_pos", "n_neg")),
-        ("btyd_verdict", V), (r".+_verdict", V), (r".+_reason", V), (r".+_seconds", F),
-        (r".+_cutoffs_used", I), (r".+_roc_auc", F), (r".+_lift", F)),
+        ("btyd_verdict", V)),
     "segmentation.propensity_scores": (
         ("as_of_date", D), ("customer_id", V), *_SCORES, ("model_versions", V)),
     "segmentation.decision_segments": (

@@ -6,6 +6,8 @@ import datetime as dt
 
 import duckdb
 
+from .contract import TABLES
+
 # the source families the layers ask about, and the raw table that decides each
 FAMILIES = {
     "web": "web__events",
@@ -46,8 +48,6 @@ def credit_note_lines(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> int:
 
 def absent_sources(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> dict[str, str]:
     """{raw table: why it is absent} for the optional tables without rows by ``as_of``."""
-    from .contract import TABLES
-
     status = _status(con, as_of)
     out = {}
     for t in TABLES:

@@ -17,6 +17,17 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> boo
         "AND table_name = ?", [schema, table]).fetchone()[0] > 0
 
 
+def align_columns(con: duckdb.DuckDBPyConnection, table: str, types: dict[str, str]) -> None:
+    """Give `table` every column of `types` with that type: a column a newer version added is
+    added (NULL in the rows before), one an older version typed otherwise is altered."""
+    have = {r[0]: r[1] for r in con.execute(f"describe {table}").fetchall()}
+    for name, typ in types.items():
+        if name not in have:
+            con.execute(f'alter table {table} add column "{name}" {typ}')
+        elif have[name] != typ:
+            con.execute(f'alter table {table} alter column "{name}" set data type {typ}')
+
+
 def replace_partition(
     con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame, as_of: dt.date
 ) -> int:
@@ -38,12 +49,7 @@ def replace_partition(
     try:
         con.execute("begin transaction")
         con.execute(f"create table if not exists {table} ({cols})")
-        have = {r[0]: r[1] for r in con.execute(f"describe {table}").fetchall()}
-        for name, typ in types.items():
-            if name not in have:
-                con.execute(f'alter table {table} add column "{name}" {typ}')
-            elif have[name] != typ:
-                con.execute(f'alter table {table} alter column "{name}" set data type {typ}')
+        align_columns(con, table, types)
         con.execute(f"delete from {table} where as_of_date = ?", [as_of])
         con.execute(f"insert into {table} by name select {select} from __frame")
         con.execute("commit")
