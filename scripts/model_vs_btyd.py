@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dagster_project.defs.propensity import assets as pa  # noqa: E402
 from dagster_project.lib import propensity as pm  # noqa: E402
-from dagster_project.lib.features import FEATURE_COLUMNS  # noqa: E402
+from dagster_project.lib.features import MODEL_FEATURE_COLUMNS  # noqa: E402
 
 DEFAULT_TARGETS = ("purchase_7d", "purchase_30d", "churn_90d", "repeat_90d")
 
@@ -122,7 +122,7 @@ def evaluate(root: Path, targets: tuple[str, ...], cfg: pa.PropensityConfig,
             frame = training_frame(con, target, as_of, cfg,
                                    labelled_cutoffs(con, target, as_of, feature_weeks))
             t0 = time.perf_counter()
-            r = pm.train_target(frame, target, FEATURE_COLUMNS, tc)
+            r = pm.train_target(frame, target, MODEL_FEATURE_COLUMNS, tc)
             seconds = time.perf_counter() - t0
             row = {"shop": root.name, "target": target, "seconds": seconds,
                    "absent": r.absent_reason}
@@ -165,11 +165,15 @@ def backtest(root: Path, targets: tuple[str, ...], cfg: pa.PropensityConfig, n_d
             h = LABEL_HORIZON_DAYS[target]
             every = labelled_cutoffs(con, target, as_of, feature_weeks)
             for j in range(n_dates):
-                at = every[0] - dt.timedelta(days=every_days * j)
+                wanted = every[0] - dt.timedelta(days=every_days * j)
+                at = next((c for c in every if c <= wanted), None)  # on the feature grid
+                if at is None or any(r["target"] == target and r["at"] == at.isoformat()
+                                     for r in rows if r["shop"] == root.name):
+                    continue
                 usable = labelled_cutoffs(con, target, as_of, feature_weeks, before=at,
                                           horizon=h)
                 frame = training_frame(con, target, as_of, cfg, usable)
-                r = pm.train_target(frame, target, FEATURE_COLUMNS,
+                r = pm.train_target(frame, target, MODEL_FEATURE_COLUMNS,
                                     dataclasses.replace(tc, refit_all=True))
                 if not r.trained:
                     continue
@@ -179,6 +183,7 @@ def backtest(root: Path, targets: tuple[str, ...], cfg: pa.PropensityConfig, n_d
                     "on f.as_of_date = l.cutoff_date and f.customer_id = l.customer_id "
                     f"where l.as_of_date = ? and l.cutoff_date = ? and l.{target} is not null "
                     "order by l.customer_id", [as_of, at]).df()
+                test = pa.with_bgnbd_features(con, test.assign(cutoff_date=at))
                 y = test[target].to_numpy(dtype=float)
                 m = pm.score(r, test, validated=True)["raw_score"].to_numpy()
                 refit = pm.score(r, test)["raw_score"].to_numpy()

@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from dagster_project.defs.propensity.assets import recent_training_frame
 from dagster_project.lib import propensity as pm
-from dagster_project.lib.features import FEATURE_COLUMNS, LABELS
+from dagster_project.lib.features import FEATURE_COLUMNS, LABELS, MODEL_FEATURE_COLUMNS
 
 from .helpers import END, query, run_dbt
 
@@ -135,7 +135,7 @@ def test_scores_are_calibrated_probabilities_with_three_readable_drivers(nightly
         in_log_odds_order = col.to_numpy()[np.argsort(s[f"{t}_log_odds"].to_numpy())]
         assert (np.diff(in_log_odds_order) >= 0).all(), t
         assert s[f"{t}_log_odds"].nunique() == col.nunique(), t
-        assert s[f"{t}_driver_1"].isin(FEATURE_COLUMNS).all(), t
+        assert s[f"{t}_driver_1"].isin(MODEL_FEATURE_COLUMNS).all(), t
         assert s[f"{t}_drivers_text"].str.contains("↑|↓").all(), t
     assert s["customer_id"].is_unique
 
@@ -145,7 +145,7 @@ def test_models_are_saved_with_metadata_and_rescore_without_retraining(nightly_r
 
     d = nightly_run["root"] / "models" / "churn_90d" / END.isoformat()
     meta = json.loads((d / "metadata.json").read_text())
-    assert meta["feature_cols"] == list(FEATURE_COLUMNS)
+    assert meta["feature_cols"] == list(MODEL_FEATURE_COLUMNS)
     assert meta["train_cutoffs"] and meta["valid_cutoff"] and meta["data_fingerprint"]
     assert (d / "model.txt").read_text().startswith("tree")
     model = pm.load_model(d)

@@ -19,8 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import gammaln
+
+from dagster_project.lib.features import BGNBD_FEATURES
 
 
 @dataclass(frozen=True)
@@ -56,23 +59,11 @@ def log_likelihood(params: BGNBD, x, t_x, T) -> np.ndarray:
 def fit(x, t_x, T) -> BGNBD:
     """Maximum-likelihood fit (L-BFGS-B on the log-parameters, a fixed start: deterministic)."""
     x, t_x, T = _arrays(x, t_x, T)
-    ok = np.isfinite(x) & np.isfinite(t_x) & np.isfinite(T) & (x >= 0) & (t_x <= T)
-    if ok.sum() < 10:
-        raise ValueError(f"BG/NBD needs at least 10 customers with an order, got {int(ok.sum())}")
-    x, t_x, T = x[ok], t_x[ok], T[ok]
+    ok = np.isfinite(x) & np.isfinite(t_x) & np.isfinite(T)
     # repeat purchases and times grouped: the likelihood depends on the triple only
-    triples, counts = np.unique(np.column_stack([x, t_x, T]), axis=0, return_counts=True)
-    gx, gt, gT = triples.T
-
-    def nll(theta):
-        r, alpha, a, b = np.exp(theta)
-        return -float(np.sum(counts * log_likelihood(BGNBD(r, alpha, a, b), gx, gt, gT)))
-
-    start = np.log([1.0, max(float(np.mean(T)), 1.0), 1.0, 1.0])
-    res = minimize(nll, start, method="L-BFGS-B", bounds=[(-8.0, 8.0), (-8.0, 12.0),
-                                                        (-8.0, 8.0), (-8.0, 8.0)])
-    r, alpha, a, b = np.exp(res.x)
-    return BGNBD(float(r), float(alpha), float(a), float(b), n_customers=int(ok.sum()))
+    triples, counts = np.unique(np.column_stack([x[ok], t_x[ok], T[ok]]), axis=0,
+                                return_counts=True)
+    return fit_grouped(*triples.T, counts)
 
 
 def p_alive(params: BGNBD, x, t_x, T) -> np.ndarray:
@@ -104,3 +95,87 @@ def from_features(df) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x = orders - 1
     none = ~(x >= 0)
     return tuple(np.where(none, np.nan, v) for v in (x, t_x, T))
+
+
+# BG/NBD's outputs as model features (features.BGNBD_FEATURES): at each date the four
+# parameters are fitted on every customer's (x, t_x, T) at that date (customer_features,
+# point-in-time), and each row gets its P(alive) and P(purchase within 7 / 30 / 90 days). The
+# gradient-boosted models then start from what BG/NBD knows about a sparse history instead of
+# relearning it per shop (lib/propensity.py, Offset).
+DERIVED_HORIZONS = {f"bgnbd_p_purchase_{h}d": float(h) for h in (7, 30, 90)}
+
+# one row per (date, x, t_x, T) with its count: the likelihood depends on the triple only,
+# so the fit reads a small aggregate, never the customer table; at most $max_customers per
+# date (sampled by id hash) keep the fit's cost bounded at any base size
+GROUPED_SQL = """
+with f as (
+    select as_of_date, customer_id, orders_lifetime - 1 as x, recency_span_days as t_x,
+           days_since_first_order as big_t,
+           count(*) over (partition by as_of_date) as n
+    from marts.customer_features
+    where as_of_date in (select unnest($dates::date[])) and orders_lifetime >= 1
+)
+select as_of_date, x::double as x, t_x::double as t_x, big_t::double as big_t,
+       count(*) as customers
+from f
+where n <= $max_customers or md5_number(customer_id) % n < $max_customers
+group by all
+order by all
+"""
+
+
+def fit_grouped(x, t_x, T, counts) -> BGNBD:
+    """``fit`` on (x, t_x, T) triples given with their customer counts (customers without
+    an order, NaN, and impossible triples left out)."""
+    x, t_x, T = _arrays(x, t_x, T)
+    counts = np.asarray(counts, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(t_x) & np.isfinite(T) & (x >= 0) & (t_x <= T)
+    n = int(counts[ok].sum())
+    if n < 10:
+        raise ValueError(f"BG/NBD needs at least 10 customers with an order, got {n}")
+    x, t_x, T, counts = x[ok], t_x[ok], T[ok], counts[ok]
+
+    def nll(theta):
+        r, alpha, a, b = np.exp(theta)
+        return -float(np.sum(counts * log_likelihood(BGNBD(r, alpha, a, b), x, t_x, T)))
+
+    start = np.log([1.0, max(float(np.average(T, weights=counts)), 1.0), 1.0, 1.0])
+    res = minimize(nll, start, method="L-BFGS-B", bounds=[(-8.0, 8.0), (-8.0, 12.0),
+                                                        (-8.0, 8.0), (-8.0, 8.0)])
+    r, alpha, a, b = np.exp(res.x)
+    return BGNBD(float(r), float(alpha), float(a), float(b), n_customers=n)
+
+
+def params_at(con, dates, max_customers: int = 200_000) -> dict:
+    """BG/NBD fitted at each date on customer_features (dates with fewer than 10 customers
+    with an order are left out: their rows get NaN features)."""
+    dates = sorted(set(dates))
+    if not dates:
+        return {}
+    g = con.execute(GROUPED_SQL, {"dates": dates, "max_customers": max_customers}).df()
+    out = {}
+    for d, part in g.groupby("as_of_date", sort=True):
+        try:
+            out[pd.Timestamp(d).date()] = fit_grouped(part["x"], part["t_x"], part["big_t"],
+                                                      part["customers"])
+        except ValueError:
+            continue
+    return out
+
+
+def add_features(frame, params: dict, date_col: str):
+    """``frame`` with the BGNBD_FEATURES columns, each row scored by the parameters of its date
+    (NaN without an order or without parameters for the date)."""
+    out = frame.copy()
+    for c in BGNBD_FEATURES:
+        out[c] = np.nan
+    dates = pd.to_datetime(out[date_col]).dt.date
+    for d, p in params.items():
+        rows = (dates == d).to_numpy()
+        if not rows.any():
+            continue
+        x, t_x, T = from_features(out.loc[rows])
+        out.loc[rows, "bgnbd_p_alive"] = p_alive(p, x, t_x, T)
+        for c, h in DERIVED_HORIZONS.items():
+            out.loc[rows, c] = p_purchase(p, x, t_x, T, h)
+    return out

@@ -95,6 +95,17 @@ FEATURES: dict[str, str] = {
 
 FEATURE_COLUMNS: tuple[str, ...] = tuple(FEATURES)
 
+# Computed in Python from customer_features, not by dbt (lib/btyd.py, add_features): BG/NBD
+# fitted at each date on every customer's order history, each customer's P(alive) and
+# P(purchase) over three horizons. The models see FEATURE_COLUMNS and these.
+BGNBD_FEATURES: dict[str, str] = {
+    "bgnbd_p_alive": "still an active buyer (BG/NBD)",
+    "bgnbd_p_purchase_7d": "expected to buy within 7 days (BG/NBD)",
+    "bgnbd_p_purchase_30d": "expected to buy within 30 days (BG/NBD)",
+    "bgnbd_p_purchase_90d": "expected to buy within 90 days (BG/NBD)",
+}
+MODEL_FEATURE_COLUMNS: tuple[str, ...] = (*FEATURE_COLUMNS, *BGNBD_FEATURES)
+
 # Labels in customer_labels. NULL means "not defined for this customer at this cutoff"
 # (outside the target's population) or "window not yet complete at as_of_date".
 LABELS: dict[str, str] = {
@@ -125,4 +136,5 @@ LABEL_HORIZON_DAYS: dict[str, int] = {
 def driver_phrase(feature: str, contribution: float) -> str:
     """Marketer-readable driver: the feature's phrase and the sign of its push."""
     arrow = "↑" if contribution >= 0 else "↓"
-    return f"{FEATURES.get(feature, feature.replace('_', ' '))} {arrow}"
+    phrase = FEATURES.get(feature) or BGNBD_FEATURES.get(feature) or feature.replace("_", " ")
+    return f"{phrase} {arrow}"

@@ -87,6 +87,20 @@ Refit — with ``refit_all`` (the asset's default), once validated the model is 
   because the training fold holds only half the customers. Both models are saved
   (model.txt scores, model_validated.txt is the one measured).
 
+Offset — the purchase and churn targets (``BTYD_TARGETS``) do not boost from zero but from
+  BG/NBD's log-odds for their horizon (``offset_feature``: the feature ``bgnbd_p_purchase_<h>d``,
+  BG/NBD fitted at each cutoff on every customer's history there, lib/btyd.py; its complement
+  for churn); rows without an order start from the training base rate of such rows. The trees
+  then only add what BG/NBD misses, so on a small CRM-only shop, where there is little more
+  to learn, early stopping keeps the model at BG/NBD's ranking instead of relearning it with
+  noise. Measured by backtest on three CRM-only shops of 1,500-3,000 customers (scripts/
+  model_vs_btyd.py, mean of 4 as-of dates, the published refit against BG/NBD, purchase_30d
+  and churn_90d): from -0.006 to +0.010 AUC before, -0.001 to +0.010 with BG/NBD's outputs as
+  features and the offset.
+  Scores, contributions (the offset less its training mean counts to that feature's driver)
+  and saved models (``offset`` in metadata.json) include it; ``TrainConfig.offset`` turns it
+  off.
+
 Reference model — for the purchase and churn targets (``BTYD_TARGETS``) also the classic
   buy-till-you-die model, BG/NBD (``lib/btyd.py``): fitted by maximum likelihood on the
   training customers at the latest training cutoff (their order counts, first-to-last and
@@ -161,6 +175,30 @@ BTYD_TARGETS: dict[str, tuple[int, int]] = {
 }
 
 
+def offset_feature(target: str) -> str | None:
+    """The BG/NBD feature column (``btyd.DERIVED``) a BTYD target boosts from (module
+    docstring, Offset), or None."""
+    if target not in BTYD_TARGETS:
+        return None
+    return f"bgnbd_p_purchase_{BTYD_TARGETS[target][0]}d"
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+def offset_values(spec: dict[str, Any] | None, df: pd.DataFrame) -> np.ndarray:
+    """Per row, the log-odds the trees start from: BG/NBD's for the target's horizon (its
+    complement for churn), ``missing`` where BG/NBD has no value (no order yet); 0 without
+    an offset."""
+    if not spec:
+        return np.zeros(len(df))
+    p = df[spec["feature"]].to_numpy(dtype=np.float64, na_value=np.nan)
+    z = _logit(p if spec["sign"] > 0 else 1 - p)
+    return np.where(np.isnan(p), spec["missing"], z)
+
+
 @dataclass(frozen=True)
 class LGBMParams:
     num_leaves: int = 31
@@ -192,6 +230,8 @@ class TrainConfig:
     # Refit for scoring (module docstring, Refit): off by default here, on in the asset.
     refit_all: bool = False
     refit_tree_scale: float = 1.0
+    # BTYD targets boost from BG/NBD's log-odds when its feature is in the frame (Offset)
+    offset: bool = True
     baselines: dict[str, Baseline] = field(default_factory=lambda: dict(BASELINES))
 
     def lgb_params(self) -> dict[str, Any]:
@@ -298,6 +338,9 @@ class TrainResult:
     baseline_comparison: dict[str, Any] | None = None
     # BG/NBD reference (BTYD_TARGETS): params, metrics, comparison -- or absent_reason
     btyd: dict[str, Any] | None = None
+    # the BG/NBD log-odds the trees boost from (module docstring, Offset): feature, sign,
+    # missing (the value without an order), reference (its training mean); None: from zero
+    offset: dict[str, Any] | None = None
     train_cutoffs: tuple[str, ...] = ()
     valid_cutoff: str | None = None
     train_window: tuple[str, str] | None = None  # first and last training cutoff
@@ -569,12 +612,22 @@ def train_target(
             )
             return result
 
+    col = offset_feature(target) if config.offset else None
+    if col is not None and col in feature_cols:
+        none = train[col].isna().to_numpy()
+        rate = float(y_train[none].mean()) if none.any() else float(y_train.mean())
+        spec = {"feature": col, "sign": BTYD_TARGETS[target][1],
+                "missing": float(_logit(np.array([rate]))[0])}
+        spec["reference"] = float(offset_values(spec, train).mean())
+        result.offset = spec
     dtrain = lgb.Dataset(
         _matrix(train, feature_cols), label=y_train, feature_name=list(feature_cols),
         params={"max_bin": config.lgbm.max_bin, "verbosity": -1},
+        init_score=offset_values(result.offset, train),
     )
     des = lgb.Dataset(
-        _matrix(es, feature_cols), label=es[target].to_numpy(dtype=float), reference=dtrain
+        _matrix(es, feature_cols), label=es[target].to_numpy(dtype=float), reference=dtrain,
+        init_score=offset_values(result.offset, es),
     )
     booster = lgb.train(
         dict(params),
@@ -592,7 +645,8 @@ def train_target(
     result.best_iteration = int(best)
 
     y_cal = cal[target].to_numpy(dtype=float)
-    raw_cal = booster.predict(_matrix(cal, feature_cols), raw_score=True)
+    raw_cal = (booster.predict(_matrix(cal, feature_cols), raw_score=True)
+               + offset_values(result.offset, cal))
     result.calibrator = IsotonicCalibrator.fit(raw_cal, y_cal)
     quarter = ((_customer_hash(cal[CUSTOMER]) >> np.uint64(1)) % np.uint64(2)).astype(bool)
     metrics = _binary_metrics(y_cal, raw_cal, _crossfit_isotonic(raw_cal, y_cal, quarter))
@@ -627,6 +681,7 @@ def _refit(result: TrainResult, df: pd.DataFrame, target: str, config: TrainConf
         _matrix(everyone, result.feature_cols), label=everyone[target].to_numpy(dtype=float),
         feature_name=list(result.feature_cols),
         params={"max_bin": config.lgbm.max_bin, "verbosity": -1},
+        init_score=offset_values(result.offset, everyone),
     )
     refit = lgb.train(dict(result.params), data, num_boost_round=n_trees)
     result.validated_booster = result.booster
@@ -698,7 +753,8 @@ def score(result: TrainResult, features_frame: pd.DataFrame,
     booster = _require_trained(result)
     if validated and result.validated_booster is not None:
         booster = result.validated_booster
-    raw = booster.predict(_matrix(features_frame, result.feature_cols), raw_score=True)
+    raw = (booster.predict(_matrix(features_frame, result.feature_cols), raw_score=True)
+           + offset_values(result.offset, features_frame))
     return pd.DataFrame(
         {
             CUSTOMER: features_frame[CUSTOMER].to_numpy(),
@@ -712,12 +768,23 @@ def contributions(
     result: TrainResult, features_frame: pd.DataFrame, num_threads: int = 1
 ) -> pd.DataFrame:
     """Per-customer SHAP contributions in log-odds (LightGBM ``pred_contrib``): one column
-    per feature plus ``bias``; each row sums to the raw score."""
+    per feature plus ``bias``; each row sums to the raw score. With an offset, its value
+    less its training mean counts to the BG/NBD feature it comes from, the mean to bias."""
+    c = _contrib(result, features_frame, num_threads)
+    return pd.DataFrame(c, columns=[*result.feature_cols, "bias"], index=features_frame.index)
+
+
+def _contrib(result: TrainResult, features_frame: pd.DataFrame, num_threads: int) -> np.ndarray:
     booster = _require_trained(result)
     c = booster.predict(
         _matrix(features_frame, result.feature_cols), pred_contrib=True, num_threads=num_threads
     )
-    return pd.DataFrame(c, columns=[*result.feature_cols, "bias"], index=features_frame.index)
+    if result.offset:
+        j = result.feature_cols.index(result.offset["feature"])
+        ref = result.offset["reference"]
+        c[:, j] += offset_values(result.offset, features_frame) - ref
+        c[:, -1] += ref
+    return c
 
 
 def explain_mask(score_values: np.ndarray, max_rows: int | None) -> np.ndarray:
@@ -745,12 +812,8 @@ def top_drivers(
     contribution of exactly zero is not a driver: its name and text are None. ``num_threads``
     only parallelises prediction over rows; the values do not depend on it.
     """
-    booster = _require_trained(result)
     names = np.asarray(result.feature_cols, dtype=object)
-    contrib = booster.predict(
-        _matrix(features_frame, result.feature_cols), pred_contrib=True, num_threads=num_threads
-    )
-    contrib = contrib[:, :-1]  # drop the bias column
+    contrib = _contrib(result, features_frame, num_threads)[:, :-1]  # drop the bias column
     k = min(k, names.size)
     order = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :k]
     top = np.take_along_axis(contrib, order, axis=1)

@@ -9,7 +9,7 @@ from dagster_duckdb import DuckDBResource
 
 from dagster_project.defs.observability.retry import retry_on_lock
 from dagster_project.defs.partitions import DUCKDB_POOL, daily_partitions
-from dagster_project.defs.propensity.assets import FEATURE_SQL
+from dagster_project.defs.propensity.assets import FEATURE_SQL, with_bgnbd_features
 from dagster_project.defs.resources import DataPaths, warehouse
 from dagster_project.lib import drift
 from dagster_project.lib import propensity as pm
@@ -179,6 +179,8 @@ def population_drift(con, as_of: dt.date, reference: dt.date, models: Path,
         f"select f.customer_id, {FEATURE_SQL} from marts.customer_features f "
         "where f.as_of_date = ? and hash(f.customer_id) % ? = 0 order by f.customer_id",
         [reference, every]).df()
+    # BG/NBD fitted at the reference day on every customer, as the scoring of that day was
+    frame = with_bgnbd_features(con, frame.assign(cutoff_date=reference))
     current = stored_scores(con, as_of) if current is None else current
     out: dict[str, float | None] = {}
     for target, result in results.items():

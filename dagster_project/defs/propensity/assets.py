@@ -11,8 +11,9 @@ from dagster_duckdb import DuckDBResource
 
 from dagster_project.defs.partitions import DUCKDB_POOL, daily_partitions, one_run_per_partition
 from dagster_project.defs.resources import DataPaths, warehouse
+from dagster_project.lib import btyd
 from dagster_project.lib import propensity as pm
-from dagster_project.lib.features import FEATURE_COLUMNS, LABELS
+from dagster_project.lib.features import FEATURE_COLUMNS, LABELS, MODEL_FEATURE_COLUMNS
 from dagster_project.lib.warehouse import replace_partition
 
 TARGETS = tuple(LABELS)
@@ -172,11 +173,28 @@ def labelled_cutoffs(con, target: str, as_of: dt.date) -> list[dt.date]:
                                       {"as_of": as_of}).fetchall()]
 
 
+def with_bgnbd_features(con, frame: pd.DataFrame, date_col: str = "cutoff_date",
+                        cache: dict | None = None) -> pd.DataFrame:
+    """``frame`` with the BG/NBD features (features.BGNBD_FEATURES), BG/NBD fitted at each of
+    its dates on every customer's features there (btyd.params_at). ``cache`` (date ->
+    params) shares the fits between the targets of one night."""
+    cache = {} if cache is None else cache
+    dates = {pd.Timestamp(d).date() for d in frame[date_col].unique()}
+    todo = sorted(dates - cache.keys())
+    if todo:
+        fitted = btyd.params_at(con, todo)
+        cache.update({d: fitted.get(d) for d in todo})
+    return btyd.add_features(frame, {d: cache[d] for d in dates if cache[d] is not None},
+                             date_col)
+
+
 def training_frame_at(con, target: str, as_of: dt.date, cutoffs: list[dt.date],
-                      max_customers: int) -> pd.DataFrame:
-    """``target``'s training frame on the given cutoffs (GRID_TRAINING_SQL)."""
-    return con.execute(GRID_TRAINING_SQL.replace("{target}", target),
-                       {"as_of": as_of, "cutoffs": cutoffs, "max_customers": max_customers}).df()
+                      max_customers: int, cache: dict | None = None) -> pd.DataFrame:
+    """``target``'s training frame on the given cutoffs (GRID_TRAINING_SQL), with the BG/NBD
+    features of each cutoff."""
+    frame = con.execute(GRID_TRAINING_SQL.replace("{target}", target),
+                        {"as_of": as_of, "cutoffs": cutoffs, "max_customers": max_customers}).df()
+    return with_bgnbd_features(con, frame, cache=cache)
 
 
 def recent_training_frame(con, target: str, as_of: dt.date, n_cutoffs: int,
@@ -188,11 +206,11 @@ def recent_training_frame(con, target: str, as_of: dt.date, n_cutoffs: int,
 
 
 def read_training_frame(con, target: str, as_of: dt.date,
-                        config: PropensityConfig) -> pd.DataFrame:
+                        config: PropensityConfig, cache: dict | None = None) -> pd.DataFrame:
     """``target``'s training frame at ``as_of`` as the asset reads it: its labelled cutoffs,
     the grid of ``training_cutoffs``, the customers sampled by id hash."""
     cutoffs = training_cutoffs(labelled_cutoffs(con, target, as_of), config)
-    return training_frame_at(con, target, as_of, cutoffs, config.max_train_customers)
+    return training_frame_at(con, target, as_of, cutoffs, config.max_train_customers, cache)
 
 
 def _fmt(x: float | None) -> str:
@@ -231,13 +249,16 @@ def propensity_models(
             "where f.as_of_date = ? order by f.customer_id",
             [as_of],
         ).df()
+        bgnbd_params: dict = {}  # date -> BG/NBD, shared by the targets
+        scoring = with_bgnbd_features(con, scoring.assign(cutoff_date=as_of),
+                                      cache=bgnbd_params)
         scores = pd.DataFrame({"as_of_date": as_of, "customer_id": scoring["customer_id"]})
         metric_rows = []
         explained: dict[str, int] = {}
         comparisons: dict[str, str] = {}
         for target in TARGETS:
-            frame = read_training_frame(con, target, as_of, config)
-            result = pm.train_target(frame, target, FEATURE_COLUMNS, tc)
+            frame = read_training_frame(con, target, as_of, config, bgnbd_params)
+            result = pm.train_target(frame, target, MODEL_FEATURE_COLUMNS, tc)
             model_dir = paths.models / target / as_of.isoformat()
             pm.save_model(result, model_dir)
             version = (
