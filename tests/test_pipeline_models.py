@@ -1,6 +1,7 @@
 """Layers 1 and 2 on the generator's data, through the real nightly run."""
 
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -149,8 +150,13 @@ def test_models_are_saved_with_metadata_and_rescore_without_retraining(nightly_r
     assert meta["train_cutoffs"] and meta["valid_cutoff"] and meta["data_fingerprint"]
     assert (d / "model.txt").read_text().startswith("tree")
     model = pm.load_model(d)
-    feats = query(nightly_run["db"], "select * from marts.customer_features where as_of_date = ? "
-                  "order by customer_id", [END])
+    from dagster_project.defs.propensity.assets import with_bgnbd_features
+
+    con = duckdb.connect(str(nightly_run["db"]), read_only=True)
+    feats = con.execute("select * from marts.customer_features where as_of_date = ? "
+                        "order by customer_id", [END]).df()
+    feats = with_bgnbd_features(con, feats.assign(cutoff_date=END))  # as the scoring had them
+    con.close()
     stored = query(nightly_run["db"], "select customer_id, churn_90d_score from "
                    "segmentation.propensity_scores where as_of_date = ? order by customer_id",
                    [END])
