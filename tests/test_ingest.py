@@ -163,8 +163,8 @@ def test_a_loaded_file_is_read_again_only_when_its_size_or_mtime_changed(
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     ingest_partition(con, raw, END)
     hashed = []
-    real = ingest._sha256
-    monkeypatch.setattr(ingest, "_sha256", lambda p: hashed.append(p.name) or real(p))
+    real = ingest._digest
+    monkeypatch.setattr(ingest, "_digest", lambda p: hashed.append(p.name) or real(p))
     assert sum(r.files_loaded for r in ingest_partition(con, raw, END).values()) == 0
     assert hashed == []  # nothing changed: no file read again
 
@@ -190,4 +190,4 @@ def test_a_loaded_file_is_read_again_only_when_its_size_or_mtime_changed(
     assert hashed == [orders.name] and results["crm__orders"].files_loaded == 1
     sha = con.execute("select sha256 from raw.ingested_files where file = ?",
                       [f"crm/orders/{orders.name}"]).fetchone()[0]
-    assert sha == real(orders)
+    assert sha == real(orders).sha256

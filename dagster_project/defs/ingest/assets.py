@@ -51,6 +51,10 @@ def ingest_sources(context: dg.AssetExecutionContext, duckdb: DuckDBResource, pa
         }
         if not r.present:
             context.log.warning(f"{t.raw_name}: optional source absent (no files landed by {as_of})")
+        for file, cols in r.ignored_columns.items():
+            context.log.warning(f"{file}: columns {cols} are not in the contract; ignored")
+        for warning in r.warnings:
+            context.log.warning(warning)
         yield dg.MaterializeResult(
             asset_key=dg.AssetKey(["raw", t.raw_name]),
             metadata={
@@ -61,5 +65,7 @@ def ingest_sources(context: dg.AssetExecutionContext, duckdb: DuckDBResource, pa
                 "rows_quarantined_this_run": r.rows_quarantined,
                 "rows_visible_at_partition": r.rows_in_table,
                 "quarantine_by_reason": dg.MetadataValue.json(reasons),
+                "ignored_columns_this_run": dg.MetadataValue.json(r.ignored_columns),
+                "file_warnings_this_run": dg.MetadataValue.json(r.warnings),
             },
         )
