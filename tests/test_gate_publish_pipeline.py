@@ -6,6 +6,7 @@ the publish step refuses on its own when no passing audit exists for its exact v
 check that errors fails; re-running the partition republishes identical rows and files.
 """
 
+import datetime as dt
 import hashlib
 import json
 import re
@@ -294,3 +295,65 @@ def test_rerunning_the_partition_republishes_identical_rows_and_files(copy_run, 
     assert manifest["run_id"] == result.run_id != manifest_before["run_id"]
     assert manifest["audiences"] == manifest_before["audiences"]
     assert len(after["log"]) == len(before["log"]) + 1
+
+
+# --------------------------------------------------------------------------- (d) consent now
+def test_an_opt_out_landed_after_the_partition_keeps_the_customer_out_of_a_rerun(
+        copy_run, nightly):
+    """Found: an opt-out landed on the 30th; re-running the 29th re-exported the customer. The
+    withdrawal here is the hardest form found: text ('opt-out', once quarantined), the same
+    updated_at as the consented version (once deduplicated away), landed the day after the
+    partition (once invisible to it), and not ingested by any partition yet."""
+    root, run = copy_run
+    db = root / "warehouse.duckdb"
+    # the raw folder becomes writable: crm copied, the other sources still shared
+    nightly_raw = nightly["root"] / "raw"
+    (root / "raw").unlink()
+    (root / "raw").mkdir()
+    for src in sorted(nightly_raw.iterdir()):
+        if src.name == "crm":
+            shutil.copytree(src, root / "raw" / "crm")
+        else:
+            (root / "raw" / src.name).symlink_to(src, target_is_directory=True)
+    exported = read(db, """
+        select a.customer_id, a.audience, a.email_sha256, p.email_normalized as email,
+               strftime(timezone('UTC', p.updated_at), '%Y-%m-%dT%H:%M:%S.%fZ') as updated_at,
+               strftime(timezone('UTC', p.created_at), '%Y-%m-%dT%H:%M:%S.%fZ') as created_at
+        from published.audiences a
+        join marts.customer_profile p on p.customer_id = a.customer_id and p.as_of_date = ?
+        where a.audience_kind = 'activation' and not a.holdout and a.email_sha256 is not null
+        order by a.customer_id limit 1""", [END]).iloc[0]
+    folder = root / "exports" / END.isoformat()
+    assert exported.email_sha256 in (folder / exported.audience / act.GOOGLE_FILE).read_text()
+
+    later = END + dt.timedelta(days=1)
+    (root / "raw" / "crm" / "customers" / f"{later}.csv").write_text(
+        "customer_id,email,phone,first_name,last_name,country,zip,created_at,updated_at,"
+        "marketing_consent\n"
+        f"{exported.customer_id},{exported.email},,,,DE,,{exported.created_at},"
+        f"{exported.updated_at},opt-out\n")
+
+    result = run(GATE_AND_PUBLISH)
+    assert result.success, failure_text(result)
+    # in no upload file of the partition, and in no published audience
+    for path in folder.rglob("*.csv"):
+        assert exported.email_sha256 not in path.read_text(), path
+    in_audiences = read(db, "select count(*) as n from published.audiences where customer_id = ?",
+                        [exported.customer_id])["n"][0]
+    assert in_audiences == 0
+    manifest = json.loads((folder / act.MANIFEST).read_text())
+    assert manifest["audiences"][exported.audience]["consent_withdrawn_left_out"] == 1
+    # the scores are withheld, with the consent state beside them; the flags are off
+    scores = read(db, "select * from published.scores where customer_id = ?",
+                  [exported.customer_id]).iloc[0]
+    assert not scores["marketing_consent"]
+    score_cols = [c for c in scores.index if c.endswith("_score")]
+    assert score_cols and scores[score_cols].isna().all()
+    seg = read(db, "select * from published.segments where customer_id = ?",
+               [exported.customer_id]).iloc[0]
+    assert not seg["marketing_consent"] and not seg[f"activate_{exported.audience}"]
+    assert "withdrawn" in seg["not_activated_reason"]
+    # everyone else keeps their scores, with their consent stated
+    published = read(db, "select marketing_consent, churn_90d_score from published.scores")
+    assert published.loc[published.marketing_consent, "churn_90d_score"].notna().all()
+    assert published.loc[~published.marketing_consent, "churn_90d_score"].isna().all()

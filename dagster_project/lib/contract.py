@@ -85,8 +85,10 @@ TABLES: tuple[SourceTable, ...] = (
             C("created_at", "TIMESTAMPTZ", "account creation time", nullable=False),
             C("updated_at", "TIMESTAMPTZ", "time this version of the record was written",
               nullable=False),
-            C("marketing_consent", "BOOLEAN",
-              "true if the customer agreed to marketing; false or empty means no consent"),
+            C("marketing_consent", "VARCHAR",
+              "consent to marketing: only a clear yes (true, yes, y, 1, opt-in, granted; any "
+              "case) is consent; anything else (false, opt-out, empty, unknown text) is no "
+              "consent"),
         ),
         event_time="updated_at",
         dedupe_key=("customer_id", "updated_at"),

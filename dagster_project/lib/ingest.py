@@ -159,6 +159,13 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
             f"create table if not exists raw.{t.raw_name} ({cols}, "
             "_file varchar not null, _file_date date not null, _line bigint not null)"
         )
+    # marketing_consent was BOOLEAN: a withdrawal written as text ('opt-out') was quarantined,
+    # so the older consented version won. It is kept as landed now and read in staging.
+    old = con.execute(
+        "select data_type from information_schema.columns where table_schema = 'raw' and "
+        "table_name = 'crm__customers' and column_name = 'marketing_consent'").fetchone()
+    if old and old[0] != "VARCHAR":
+        con.execute("alter table raw.crm__customers alter marketing_consent type varchar")
 
 
 def landed_files(raw_root: Path, t: SourceTable, as_of: dt.date) -> list[tuple[Path, dt.date]]:

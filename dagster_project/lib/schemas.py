@@ -88,7 +88,8 @@ def _candidate(table: str, *extra: tuple[str, str]) -> tuple[tuple[str, str], ..
 # audit versions and its _history carry these types.
 SCHEMAS.update({
     "published.segments": _candidate("segmentation.decision_segments", ("run_id", V)),
-    "published.scores": _candidate("segmentation.propensity_scores", ("run_id", V)),
+    "published.scores": _candidate("segmentation.propensity_scores", ("run_id", V),
+                                   ("marketing_consent", B)),
     "published.exclusions": _candidate("segmentation.exclusion_audiences",
                                        ("model_versions", V), ("run_id", V)),
     "published.audiences": (

@@ -25,6 +25,7 @@ from dagster_project.defs.quality.candidates import (
     md_table,
     warehouse,
 )
+from dagster_project.defs.resources import DataPaths
 from dagster_project.lib import publish as pub
 
 
@@ -38,11 +39,12 @@ from dagster_project.lib import publish as pub
     pool=DUCKDB_POOL,
     kinds={"python", "duckdb"},
 )
-def audit_candidates(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
+def audit_candidates(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
+                     paths: DataPaths):
     """Candidate segments, scores, exclusions and hashed audiences, versioned in the audit schema."""
     as_of = dt.date.fromisoformat(context.partition_key)
     with warehouse(duckdb) as con:
-        frames, stats = candidate_frames(con, as_of, context.run.run_id)
+        frames, stats = candidate_frames(con, as_of, context.run.run_id, paths.raw)
         versions = {name: pub.write_candidate(con, name, frames[name], as_of, context.run.run_id,
                                               key=KEYS[name])
                     for name in CANDIDATE_NAMES}

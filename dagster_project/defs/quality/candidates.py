@@ -2,12 +2,15 @@
 definitions here, so the asset, the checks and the publish step can all import it)."""
 
 import datetime as dt
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from dagster_project.defs.metadata import md_table  # noqa: F401  (used by quality/publish)
 from dagster_project.defs.resources import warehouse  # noqa: F401  (used by quality/publish)
 from dagster_project.lib import activation as act
+from dagster_project.lib import consent
 from dagster_project.lib import measurement
 from dagster_project.lib import segments as seg
 from dagster_project.lib.segments import SEGMENTS
@@ -58,17 +61,63 @@ def holdout_share() -> float:
     return float(cfg.get("holdout_share", measurement.HOLDOUT_SHARE))
 
 
-def candidate_frames(con, as_of: dt.date, run_id: str) -> tuple[dict[str, pd.DataFrame], dict]:
+def apply_consent_now(segments: pd.DataFrame, scores: pd.DataFrame, profile: pd.DataFrame,
+                      current: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Consent as known now on every marketing surface (lib/consent.py), in place: the
+    profile's and the segments' marketing_consent become the consent at run time; a customer
+    without it loses their activate_* flags and their published scores (NULL, with
+    marketing_consent beside them). Returns per activation audience the customers left out
+    because their consent was withdrawn after the partition date."""
+    profile["marketing_consent"] = consent.consent_at_run(
+        profile["marketing_consent"], profile["customer_id"], current)
+    now = profile.assign(customer_id=profile["customer_id"].astype(str)).set_index(
+        "customer_id")["marketing_consent"]
+    seg_now = segments["customer_id"].astype(str).map(now).fillna(False).astype(bool)
+    withdrawn = segments["marketing_consent"].fillna(False).astype(bool) & ~seg_now
+    stats = {}
+    for seg in SEGMENTS:
+        flag = f"activate_{seg}"
+        if flag in segments.columns:
+            lost = withdrawn & segments[flag].fillna(False).astype(bool)
+            if lost.any():
+                stats[seg] = {"consent_withdrawn_left_out": int(lost.sum())}
+            segments.loc[withdrawn, flag] = False
+    # Only a withdrawal since the partition date is applied to the flags here: a flag set for
+    # a customer the segments layer already knew to have no consent is a defect the audience
+    # gate must catch on its own (it checks every member's consent against the profile).
+    if "activation_eligible" in segments.columns:
+        segments.loc[withdrawn, "activation_eligible"] = False
+        segments.loc[withdrawn, "activation_segment"] = None
+        segments.loc[withdrawn, "not_activated_reason"] = (
+            "no marketing consent (withdrawn after the partition date)")
+    segments["marketing_consent"] = seg_now
+
+    sc_now = scores["customer_id"].astype(str).map(now).fillna(False).astype(bool)
+    withheld = [c for c in scores.columns
+                if c not in ("as_of_date", "customer_id", "model_versions")]
+    for c in withheld:  # keep each column's dtype: NULL, not a re-typed object column
+        scores[c] = scores[c].where(sc_now, None if scores[c].dtype == object else np.nan)
+    scores["marketing_consent"] = sc_now
+    return stats
+
+
+def candidate_frames(con, as_of: dt.date, run_id: str, raw_root: Path | None = None,
+                     ) -> tuple[dict[str, pd.DataFrame], dict]:
     """The four candidate frames for `as_of`, each row stamped with as_of_date, run_id and
-    model_versions; plus the audience preparation stats."""
+    model_versions; plus the audience preparation stats. Consent is judged now, over every
+    customers file landed in `raw_root` (lib/consent.py)."""
     segments = con.execute(SEGMENTS_SQL, [as_of]).df()
     if segments.empty:
         raise RuntimeError(f"segmentation.decision_segments has no rows for {as_of}")
     scores = con.execute(SCORES_SQL, [as_of]).df()
     exclusions = con.execute(EXCLUSIONS_SQL, [as_of]).df()
     profile = con.execute(PROFILE_SQL, [as_of]).df()
+    withdrawn = apply_consent_now(segments, scores, profile,
+                                  consent.current_consent(con, raw_root))
 
     members, member_stats = act.audience_members(segments, exclusions, profile, SEGMENTS)
+    for aud, extra in withdrawn.items():
+        member_stats.setdefault(aud, {}).update(extra)
     prepared, prep_stats = act.prepare_audience_members(members)
     kinds = members.drop_duplicates("audience").set_index("audience")["audience_kind"]
     prepared["audience_kind"] = prepared["audience"].map(kinds)

@@ -8,6 +8,9 @@
 }}
 -- One row per (as_of_date, customer_id): the latest customer record version landed by
 -- as_of_date (contact data and marketing consent as known that night). Used for activation.
+-- "Latest" is the latest landed: a later file's version wins whatever its updated_at says
+-- (a withdrawal re-sent with an unchanged or older updated_at still withdraws); within one
+-- file, the latest updated_at, then the last line.
 select
     {{ as_of_date() }} as as_of_date,
     customer_id,
@@ -23,5 +26,6 @@ select
 from {{ ref('stg_crm__customers') }}
 where landed_date <= {{ as_of_date() }} and updated_at < {{ as_of_end() }}
 qualify row_number() over (
-    partition by customer_id order by updated_at desc, landed_date desc, _file desc, _line desc
+    partition by customer_id
+    order by landed_date desc, updated_at desc, _file desc, _line desc
 ) = 1

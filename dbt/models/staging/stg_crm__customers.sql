@@ -1,6 +1,8 @@
 -- Customer record versions, deduplicated and normalised. A customer may have several versions
 -- (a consent change arrives as a new row); marts pick the latest version landed by as_of_date.
--- Dedupe rule: an exact re-send of the same (customer_id, updated_at) keeps the earliest landed copy.
+-- Dedupe rule: an exact re-send (every value equal) keeps the earliest landed copy. A version that
+-- differs in any value is kept, even with an unchanged updated_at (a consent withdrawal written
+-- without touching updated_at), and customer_profile takes the latest landed one.
 with source as (
     select * from {{ source('raw', 'crm__customers') }}
 ),
@@ -16,7 +18,7 @@ renamed as (
         nullif(trim(zip), '') as zip,
         created_at,
         updated_at,
-        coalesce(marketing_consent, false) as marketing_consent,
+        {{ consent_given('marketing_consent') }} as marketing_consent,
         _file_date as landed_date,
         _file,
         _line
@@ -27,7 +29,9 @@ final as (
     select *
     from renamed
     qualify row_number() over (
-        partition by customer_id, updated_at order by landed_date, _file, _line
+        partition by customer_id, updated_at, email_normalized, phone, first_name, last_name,
+            country, zip, created_at, marketing_consent
+        order by landed_date, _file, _line
     ) = 1
 )
 
