@@ -111,7 +111,8 @@ def test_prepare_hashes_everything():
     assert r.ln_meta_sha256 == h("müller")
     assert r.country == "DE" and r.country_meta_sha256 == h("de")
     assert r.zip == "10115" and r.zip_meta_sha256 == h("10115")
-    assert stats == {"a": {"unparseable_phones": 0, "invalid_emails": 0}}
+    assert stats == {"a": {"unparseable_phones": 0, "invalid_emails": 0, "invalid_countries": 0,
+                           "invalid_zips": 0}}
     raw = raw_members({"a": 2})
     raw.loc[0, "phone"] = "not a phone"
     _, stats = act.prepare_audience_members(raw)
@@ -200,3 +201,61 @@ def test_scan_export_for_pii(tmp_path):
     g.write_text("Email,Phone,First Name,Last Name,Country,Zip\n"
                  f"{h('a@b.c')},{h('+1')},,,US,12345-6789\n")
     assert act.scan_export_for_pii(g) == []   # an unhashed US ZIP+4 is not a phone
+
+
+# --------------------------------------------------------------------------- hostile fields
+FORMULA = '=HYPERLINK("http://attacker.example","x")'
+
+
+def test_a_formula_in_an_unhashed_field_is_left_out_counted_and_never_exported(tmp_path):
+    """Found: a zip code =HYPERLINK(...) landed unhashed in google_customer_match.csv and the
+    audience gate passed."""
+    from dagster_project.lib.quality import check_audiences
+
+    members = raw_members({"seg_a": 120})
+    members.loc[0, "zip"] = FORMULA
+    members.loc[1, "zip"] = "-1+2"
+    members.loc[2, "country"] = "=1+1"
+    members.loc[3, "zip"] = "SW1A 1AA"  # a real postcode with a space stays
+    prepared, stats = act.prepare_audience_members(members)
+    assert stats["seg_a"]["invalid_zips"] == 2 and stats["seg_a"]["invalid_countries"] == 1
+    assert prepared["zip"].isna().sum() == 2 and prepared["country"].isna().sum() == 1
+    assert "SW1A 1AA" in set(prepared["zip"])
+    assert check_audiences(prepared).success
+    act.write_audience_exports(prepared, tmp_path, "2025-03-01", "r", GATE_OK)
+    for path in tmp_path.rglob("*.csv"):
+        for line in path.read_text().splitlines():
+            for cell in line.split(","):
+                assert not cell.startswith(act.FORMULA_START), (path.name, cell)
+
+    # a formula that got past the normalisers fails the gate and the writer refuses it
+    forced = prepared.copy()
+    forced.loc[0, "zip"] = FORMULA
+    result = check_audiences(forced)
+    assert not result.success and "zip" in result.summary_text()
+    with pytest.raises(act.ExportRefused, match="column Zip.*formula"):
+        act.write_audience_exports(forced, tmp_path / "forced", "2025-03-01", "r", GATE_OK)
+    assert not list((tmp_path / "forced").rglob("*.csv"))
+
+
+def test_export_files_are_for_the_owner_only_and_the_mode_is_configurable(tmp_path, monkeypatch):
+    old = os.umask(0o022)
+    try:
+        prepared, _ = act.prepare_audience_members(raw_members({"seg_a": 120}))
+        (tmp_path / "default").mkdir()  # an exports folder made before, world-readable
+        os.chmod(tmp_path / "default", 0o755)
+        act.write_audience_exports(prepared, tmp_path / "default", "2025-03-01", "r", GATE_OK)
+        for p in (tmp_path / "default").rglob("*"):
+            assert p.stat().st_mode & 0o777 == (0o700 if p.is_dir() else 0o600), p
+        assert (tmp_path / "default").stat().st_mode & 0o777 == 0o700
+
+        monkeypatch.setenv("DS_EXPORT_FILE_MODE", "0640")
+        act.write_audience_exports(prepared, tmp_path / "group", "2025-03-01", "r", GATE_OK)
+        for p in (tmp_path / "group").rglob("*"):
+            assert p.stat().st_mode & 0o777 == (0o750 if p.is_dir() else 0o640), p
+
+        monkeypatch.setenv("DS_EXPORT_FILE_MODE", "rw")
+        with pytest.raises(ValueError, match="DS_EXPORT_FILE_MODE"):
+            act.write_audience_exports(prepared, tmp_path / "bad", "2025-03-01", "r", GATE_OK)
+    finally:
+        os.umask(old)

@@ -124,7 +124,8 @@ def test_audience_suite():
     good = make_prepared({"win_back": 120, "grow": 150})
     rows_ex, size_ex = q.audience_suite(good.columns, min_size=100)
     # 4 base + 1 hash regex + (email, phone) for email/phone hashes + email for zip, 2 for country
-    assert len(rows_ex) == 4 + 2 + 2 * 2 + 2 + 1 and len(size_ex) == 1
+    # + the shape of each unhashed column (country, zip) + no formula start in all 4 columns
+    assert len(rows_ex) == 4 + 2 + 2 * 2 + 2 + 1 + 2 + 4 and len(size_ex) == 1
     res = q.check_audiences(good)
     assert res.success, res.summary_text()
 

@@ -1,4 +1,5 @@
 import datetime as dt
+import os
 
 import duckdb
 import pandas as pd
@@ -84,3 +85,22 @@ def test_model_metrics_take_nights_with_and_without_absent_models_in_any_order(o
         "no rows with a purchase_7d label", "no rows with a return_60d label",
         "no rows with a churn_90d label"}
     assert (got.loc[got.status == "trained", "model_n_pos"] == 120).all()
+
+
+def test_the_warehouse_file_is_for_its_owner_only(tmp_path):
+    """Found: the warehouse (raw PII) was world-readable (0644 under the usual umask)."""
+    import duckdb as ddb
+    from dagster_duckdb import DuckDBResource
+
+    from dagster_project.defs.resources import warehouse
+
+    path = tmp_path / "w.duckdb"
+    old = os.umask(0o022)
+    try:
+        ddb.connect(str(path)).close()
+        assert path.stat().st_mode & 0o777 == 0o644
+        with warehouse(DuckDBResource(database=str(path))) as con:
+            con.execute("select 1").fetchone()
+        assert path.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)

@@ -38,6 +38,14 @@ class DataPaths(dg.ConfigurableResource):
         return self.root / "reports"
 
 
+def private_warehouse(database: str) -> None:
+    """The warehouse holds raw PII (emails, phones, names): its file (and write-ahead log)
+    is for the owner only, 0600, whatever the umask made of it."""
+    for p in (Path(database), Path(f"{database}.wal")):
+        if p.exists() and p.stat().st_mode & 0o077:
+            p.chmod(0o600)
+
+
 @contextmanager
 def warehouse(duckdb) -> Iterator:
     """`duckdb.get_connection()` that also closes the connection when the body raises:
@@ -45,6 +53,7 @@ def warehouse(duckdb) -> Iterator:
     step would hold the file open (and locked) in this process."""
     with duckdb.get_connection() as con:
         try:
+            private_warehouse(duckdb.database)
             yield con
         finally:
             con.close()

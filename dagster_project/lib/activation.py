@@ -151,14 +151,32 @@ def normalize_country(value: Any) -> str | None:
     return s if re.fullmatch(r"[A-Z]{2}", s) else None
 
 
+# A postal code as the world writes them: letters and digits, inner spaces or dashes, 2 to 10
+# characters, starting and ending with a letter or digit (10115, SW1A 1AA, 1010-001,
+# 94105-1234). Anything else is left out of the files and counted (invalid_zips): a
+# zip of '=HYPERLINK(...)' once reached Google's file unhashed.
+ZIP_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9 \-]{0,8}[A-Za-z0-9])?")
+# What a spreadsheet reads as a formula at the start of a cell (OWASP "CSV injection").
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def valid_zip(value: Any) -> str | None:
+    """The trimmed postal code when it has a postal code's shape, else None."""
+    if _blank(value):
+        return None
+    s = " ".join(str(value).split())
+    return s if ZIP_RE.fullmatch(s) else None
+
+
 def normalize_zip_google(value: Any) -> str | None:
-    return None if _blank(value) else str(value).strip()
+    return valid_zip(value)
 
 
 def normalize_zip_meta(value: Any, country: Any = None) -> str | None:
-    if _blank(value):
+    s = valid_zip(value)
+    if s is None:
         return None
-    s = re.sub(r"[\s\-]", "", str(value).strip().lower())
+    s = re.sub(r"[\s\-]", "", s.lower())
     if normalize_country(country) == "US":
         s = s[:5]
     return s or None
@@ -245,7 +263,8 @@ def prepare_audience_members(members: pd.DataFrame) -> tuple[pd.DataFrame, dict]
     recs = []
     stats: dict[str, dict[str, int]] = {}
     for r in m.itertuples(index=False):
-        st = stats.setdefault(str(r.audience), {"unparseable_phones": 0, "invalid_emails": 0})
+        st = stats.setdefault(str(r.audience), {"unparseable_phones": 0, "invalid_emails": 0,
+                                                "invalid_countries": 0, "invalid_zips": 0})
         email = normalize_email(r.email)
         if email is None and not _blank(r.email):
             st["invalid_emails"] += 1
@@ -253,6 +272,10 @@ def prepare_audience_members(members: pd.DataFrame) -> tuple[pd.DataFrame, dict]
         if e164 is None and not _blank(r.phone):
             st["unparseable_phones"] += 1
         country = normalize_country(r.country)
+        if country is None and not _blank(r.country):
+            st["invalid_countries"] += 1
+        if valid_zip(r.zip) is None and not _blank(r.zip):
+            st["invalid_zips"] += 1
         recs.append({
             "audience": str(r.audience),
             "customer_id": str(r.customer_id),
@@ -279,21 +302,66 @@ def prepare_audience_members(members: pd.DataFrame) -> tuple[pd.DataFrame, dict]
 
 # --------------------------------------------------------------------------- files
 def _csv_bytes(headers, rows) -> bytes:
+    """The CSV, refusing any cell a spreadsheet would run as a formula: every exported value
+    is a hash or a validated value (country, postal code), so such a cell is a defect."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(headers)
-    for row in rows:
-        w.writerow(["" if v is None else v for v in row])
+    for n, row in enumerate(rows, start=2):
+        cells = ["" if v is None else str(v) for v in row]
+        for header, cell in zip(headers, cells, strict=True):
+            if cell.startswith(FORMULA_START) and not _HEX64.match(cell):
+                raise ExportRefused(f"line {n}, column {header}: {cell[:40]!r} begins like a "
+                                    "spreadsheet formula; nothing is written")
+        w.writerow(cells)
     return buf.getvalue().encode("utf-8")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, fsync, then os.replace."""
+def export_file_mode() -> int:
+    """Permissions of upload files and the manifest: DS_EXPORT_FILE_MODE (octal, default
+    0600: hashed PII, for the owner only). Folders get the same bits plus search (x) where
+    read is granted (0700 by default)."""
+    raw = os.environ.get("DS_EXPORT_FILE_MODE", "").strip() or "0600"
+    try:
+        mode = int(raw, 8)
+    except ValueError:
+        raise ValueError(f"DS_EXPORT_FILE_MODE={raw!r}: expected an octal mode like 0600") from None
+    if not 0 <= mode <= 0o777 or not mode & 0o600 == 0o600:
+        raise ValueError(f"DS_EXPORT_FILE_MODE={raw!r}: expected an octal mode the owner can "
+                         "read and write (0600..0666)")
+    return mode
+
+
+def export_dir_mode(file_mode: int) -> int:
+    return file_mode | ((file_mode & 0o444) >> 2)
+
+
+def ensure_private_dir(path: Path, stop_at: Path | None = None) -> None:
+    """Create `path` (and parents) with the export folder mode; tighten existing folders
+    from `path` up to `stop_at` (inclusive) to it."""
+    mode = export_dir_mode(export_file_mode())
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True, mode=mode)
+    p = path
+    while True:
+        if (p.stat().st_mode & 0o777) != mode:
+            os.chmod(p, mode)
+        if stop_at is None or p == Path(stop_at) or p.parent == p:
+            break
+        p = p.parent
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same folder (created with the export file mode,
+    never readable by others, not even for a moment), fsync, then os.replace."""
+    path = Path(path)
+    mode = export_file_mode()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=export_dir_mode(mode))
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)  # the umask may have narrowed it; never widened
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -351,6 +419,7 @@ def write_audience_exports(prepared: pd.DataFrame, exports_dir, as_of, run_id: s
 
     as_of_str = str(pd.Timestamp(as_of).date())
     root = Path(exports_dir) / as_of_str
+    ensure_private_dir(root, stop_at=Path(exports_dir))
     manifest: dict[str, Any] = {
         "as_of_date": as_of_str, "run_id": str(run_id), "min_size": int(min_size),
         "gate": {k: gate.get(k) for k in ("suite", "success", "n_expectations", "n_failed")
@@ -379,6 +448,7 @@ def write_audience_exports(prepared: pd.DataFrame, exports_dir, as_of, run_id: s
             manifest["audiences"][audience] = entry
             continue
         files = {}
+        ensure_private_dir(folder)
         for fname, headers, rows in (
                 (GOOGLE_FILE, GOOGLE_HEADERS, google_rows(eligible)),
                 (META_FILE, META_HEADERS, meta_rows(eligible))):

@@ -472,6 +472,12 @@ AUDIENCE_META_COLUMNS = ("audience", "customer_id", "marketing_consent", "holdou
                          "as_of_date", "run_id", "audience_kind", "model_versions")
 UNHASHED_EXPORT_COLUMNS = ("country", "zip")
 ZIP_LIKE = ("zip",)
+# The export columns that are not hashed, and the only shapes they may take (activation's
+# normalisers produce exactly these; anything else, a formula in a zip, fails the gate).
+UNHASHED_EXPORT_REGEX = {"country": r"^[A-Z]{2}$",
+                         "zip": r"^[A-Za-z0-9](?:[A-Za-z0-9 \-]{0,8}[A-Za-z0-9])?$"}
+# A cell a spreadsheet would run as a formula (OWASP "CSV injection").
+FORMULA_REGEX = r"^[=+\-@\t\r]"
 
 
 def audience_export_columns(columns: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -487,7 +493,8 @@ def audience_suite(columns: Iterable[str], min_size: int = 100) -> tuple[list, l
 
     Returns (row-level expectations, expectations on `audience_sizes_frame`).
     Row level: marketing_consent all True; (audience, customer_id) unique; hashed columns
-    match ^[0-9a-f]{64}$ where not null; no raw email ('@') in any export column; no raw
+    match ^[0-9a-f]{64}$ where not null; unhashed columns (country, zip) match their shape
+    (UNHASHED_EXPORT_REGEX); no cell begins like a formula; no raw email ('@') in any export column; no raw
     phone in any export column (zip excepted: a ZIP+4 looks like digits).
     Aggregated: each audience has >= min_size members -- severity "warning": an audience
     under the platform minimum is not exported (recorded in the manifest) but does not
@@ -504,7 +511,11 @@ def audience_suite(columns: Iterable[str], min_size: int = 100) -> tuple[list, l
     ]
     rows += [gxe.ExpectColumnValuesToMatchRegex(column=c, regex=SHA256_HEX_REGEX)
              for c in hashed]
+    for c in other:  # the unhashed values, validated by activation: nothing else
+        regex = UNHASHED_EXPORT_REGEX.get(c, r"^$")
+        rows.append(gxe.ExpectColumnValuesToMatchRegex(column=c, regex=regex))
     for c in hashed + other:
+        rows.append(gxe.ExpectColumnValuesToNotMatchRegex(column=c, regex=FORMULA_REGEX))
         rows.append(gxe.ExpectColumnValuesToNotMatchRegex(column=c, regex=RAW_EMAIL_REGEX))
         if c not in ZIP_LIKE:
             rows.append(gxe.ExpectColumnValuesToNotMatchRegex(column=c, regex=RAW_PHONE_REGEX))
