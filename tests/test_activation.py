@@ -59,6 +59,10 @@ def test_google_email_and_phone_rules():
     ("06 1234 5678", "IT", "+390612345678"),   # Italy keeps the leading 0 in E.164
     ("0049 30 1234567", None, "+49301234567"),  # international prefix 00
     ("+44 20 7946 0018", "DE", "+442079460018"),  # explicit country code wins
+    # found: the trunk digit written inside an international number, '+49 (0)30 ...'
+    ("+49 (0)30 1234567", "DE", "+49301234567"),
+    ("+44 (0) 20 7946 0018", None, "+442079460018"),
+    ("0049 (0)30 1234567", None, "+49301234567"),
 ])
 def test_national_formats_to_e164(raw, country, e164):
     assert act.normalize_phone_e164(raw, country) == e164

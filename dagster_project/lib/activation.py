@@ -65,6 +65,7 @@ PHONE_RULES: dict[str, tuple[str, str | None, tuple[int, ...]]] = {
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _PHONE_PUNCT = re.compile(r"[\s().\-/]")
+_TRUNK_IN_INTERNATIONAL = re.compile(r"\(\s*0\s*\)")
 _RAW_PHONE = re.compile(r"^(?:\s*\+\s*\d|[\s().\-/]*(?:\d[\s().\-/]*){7,}$)")
 
 
@@ -99,7 +100,10 @@ def normalize_phone_e164(value: Any, country: Any = None) -> str | None:
     """'+<country code><number>' or None when it cannot be normalised."""
     if _blank(value):
         return None
-    s = _PHONE_PUNCT.sub("", str(value).strip())
+    s = str(value).strip()
+    if s.startswith(("+", "00")):  # '+49 (0)30 ...': the trunk digit is not dialled from abroad
+        s = _TRUNK_IN_INTERNATIONAL.sub("", s)
+    s = _PHONE_PUNCT.sub("", s)
     if s.startswith("+"):
         digits = s[1:]
     elif s.startswith("00"):  # international call prefix
