@@ -28,6 +28,7 @@ import sys
 import duckdb
 
 from dagster_project import settings
+from dagster_project.lib.alerts import ALERTED_BY_TAG
 
 SUMMARY_TABLES = [
     ("raw", "SELECT count(*) FROM raw.crm__orders WHERE _file_date <= $d", "raw orders landed"),
@@ -177,6 +178,21 @@ def run_notes(result) -> list[str]:
     return lines
 
 
+def alert(result, partition: str, line: str) -> None:
+    """A failed `cli run` alerts like the daemon's sensor does (the alerts file and the
+    webhook): a shop that runs from cron has no daemon. Its runs carry ALERTED_BY_TAG, so a
+    daemon that is up does not alert a second time."""
+    from dagster_project.lib.alerts import deliver, root_error, run_failure_record
+
+    steps = [(e.step_key or "?",
+              root_error(e.step_failure_data.error) if e.step_failure_data else e.message)
+             for e in result.all_events if e.is_step_failure]
+    record = run_failure_record(result.run_id, "nightly", partition, steps, line)
+    path, error = deliver(settings.data_dir() / "alerts", record)
+    print(f"alert written to {path}" + (f"; webhook failed: {error}" if error else ""),
+          file=sys.stderr, flush=True)
+
+
 def run(dates: list[str], run_config: dict | None = None) -> tuple[int, list[str]]:
     """Run the partitions oldest first; (exit code, notes of the last run)."""
     import dagster as dg
@@ -191,12 +207,14 @@ def run(dates: list[str], run_config: dict | None = None) -> tuple[int, list[str
     for d in dates:
         print(f"== nightly partition {d}", flush=True)
         result = job.execute_in_process(partition_key=d, instance=instance,
-                                        run_config=_quiet(run_config), raise_on_error=False)
+                                        run_config=_quiet(run_config), raise_on_error=False,
+                                        tags={ALERTED_BY_TAG: "cli"})
         rc, line = outcome(result, d)
         notes = [line, *run_notes(result)]
         if rc != EXIT_OK:
             for failure in failure_report(result):
                 print(failure, file=sys.stderr)
+            alert(result, d, line)
         if len(dates) > 1 or rc:  # one partition's outcome heads the summary below
             print(notes[0], file=sys.stderr if rc else sys.stdout, flush=True)
         code = max(code, rc) if rc != EXIT_NOTHING_PUBLISHED else rc

@@ -10,6 +10,7 @@ import duckdb
 import pytest
 
 from dagster_project import cli
+from dagster_project.lib import alerts
 
 from .helpers import END, make_dataset
 
@@ -53,6 +54,13 @@ def _night(small, tmp_path, monkeypatch, capsys, missing: str) -> dict:
     return {"rc": rc, "out": out.out, "err": out.err, "published": published, "absent": absent}
 
 
+def _webhook(monkeypatch) -> str:
+    """A webhook URL written without its scheme (found: logged in full, token included)."""
+    url = "hooks.example.invalid/services/T000/B000/s3cr3t-token"
+    monkeypatch.setenv("DS_ALERT_WEBHOOK_URL", url)
+    return url
+
+
 EXPECTED_NOTES = {
     "web": ["decision_segments: high_intent_low_trust impossible: no web source"],
     "ads": ["creative_fatigue: absent: no ads exposures",
@@ -90,7 +98,15 @@ def test_a_step_outside_the_publish_path_failing_exits_3_and_says_it_published(
         raise RuntimeError("forecast broken for this test")
 
     monkeypatch.setattr(measurement, "forecast", broken)
+    # a cron shop has no daemon: `cli run` alerts itself (file and webhook), its token unlogged
+    _webhook(monkeypatch)
     night = _night(small, tmp_path, monkeypatch, capsys, "support")
+    records = alerts.read_alerts(tmp_path / "alerts")
+    assert len(records) == 1 and records[0]["partition"] == END.isoformat()
+    assert [s["step_key"] for s in records[0]["failed_steps"]] == ["segment_forecast"]
+    assert "forecast broken" in records[0]["message"]
+    assert "alert written to" in night["err"] and "webhook failed" in night["err"]
+    assert "s3cr3t-token" not in night["err"] + night["out"]
     assert night["rc"] == cli.EXIT_PUBLISHED_WITH_FAILURES == 3
     assert night["published"] > 800
     assert f"partition {END} published with failures" in night["out"]

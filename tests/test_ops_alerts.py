@@ -210,6 +210,16 @@ def test_a_failing_run_produces_an_alert_record_and_a_webhook_post(
     alert_on_run_failure(ctx)
     assert len(alerts.read_alerts(tmp_path / "alerts")) == 2
 
+    # a `cli run` alerts for its own runs: the daemon's sensor does not alert them twice
+    tagged = defs().resolve_job_def("nightly").execute_in_process(
+        partition_key=END.isoformat(), instance=instance, raise_on_error=False,
+        tags={alerts.ALERTED_BY_TAG: "cli"})
+    assert not tagged.success
+    alert_on_run_failure(dg.build_run_status_sensor_context(
+        sensor_name="alert_on_run_failure", dagster_event=tagged.get_run_failure_event(),
+        dagster_instance=instance, dagster_run=tagged.dagster_run).for_run_failure())
+    assert len(alerts.read_alerts(tmp_path / "alerts")) == 2
+
 
 def test_alert_records_are_appended_one_json_line_each(tmp_path):
     for i in range(3):
@@ -415,3 +425,23 @@ def test_population_drift_rescores_the_reference_day_with_the_partitions_model(t
                 "where as_of_date = ?", [ref_day])
     assert population_drift(con, day, ref, tmp_path / "models")[TARGET] > drift.FAIL_PSI
     con.close()
+
+
+def test_a_webhook_url_is_never_logged_with_its_token():
+    """Found: a webhook URL without a scheme was logged in full, token included."""
+    for url in ("hooks.example.invalid/services/T000/B000/s3cr3t-token",
+                "http://127.0.0.1:9/services/T000/B000/s3cr3t-token"):
+        error = alerts.post_webhook(url, {"a": 1}, timeout=2)
+        assert error and "s3cr3t-token" not in error and "T000" not in error, error
+    assert "not an http(s) URL" in alerts.post_webhook("hooks.example.invalid/x", {})
+    assert alerts.redact_url("https://hooks.example.invalid/a/b?token=1") == (
+        "https://hooks.example.invalid/…")
+
+
+def test_the_failure_sensor_is_running_by_default():
+    import dagster as dg
+
+    from dagster_project.definitions import defs
+
+    sensor = defs().get_sensor_def("alert_on_run_failure")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING

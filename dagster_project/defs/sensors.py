@@ -1,16 +1,13 @@
 """Run-failure alerts: every failed run leaves a record in <data>/alerts/alerts.jsonl and,
 when DS_ALERT_WEBHOOK_URL is set, a JSON POST (Slack/Teams-style incoming webhook)."""
 
-import os
-
 import dagster as dg
 
 from dagster_project import settings
 from dagster_project.lib.alerts import (
-    WEBHOOK_ENV,
+    ALERTED_BY_TAG,
     AlertRecord,
-    append_alert,
-    post_webhook,
+    deliver,
     root_error,
     run_failure_record,
     run_partition,
@@ -43,14 +40,11 @@ def alert_for(context: dg.RunFailureSensorContext) -> AlertRecord:
     "DS_ALERT_WEBHOOK_URL when set).",
 )
 def alert_on_run_failure(context: dg.RunFailureSensorContext):
+    if context.dagster_run.tags.get(ALERTED_BY_TAG) == "cli":
+        return  # `cli run` alerts for its own runs (one alert per failure, daemon up or not)
     record = alert_for(context)
-    path = append_alert(settings.data_dir() / "alerts", record)
+    path, error = deliver(settings.data_dir() / "alerts", record)
     context.log.info(f"alert for run {record.run_id} written to {path}")
-    url = os.environ.get(WEBHOOK_ENV)
-    if url:
-        error = post_webhook(url, {"text": f"[decision-segments] {record.job} "
-                                           f"{record.partition or ''} failed: {record.message}",
-                                   **record.to_json()})
-        if error:
-            # Logged, never raised: the file record above is the alert of last resort.
-            context.log.error(f"alert webhook failed: {error}")
+    if error:
+        # Logged, never raised: the file record above is the alert of last resort.
+        context.log.error(f"alert webhook failed: {error}")

@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,8 @@ import numpy as np
 from .contract import landing_date
 
 ALERTS_FILE = "alerts.jsonl"
+# A run whose launcher alerts for it itself (`cli run`); the daemon's sensor skips it.
+ALERTED_BY_TAG = "ds/alerted_by"
 WEBHOOK_ENV = "DS_ALERT_WEBHOOK_URL"
 MAX_MESSAGE_CHARS = 4000
 
@@ -123,19 +126,50 @@ def read_alerts(alerts_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def redact_url(url: str) -> str:
+    """The webhook URL as it may be logged: scheme and host only. Its path and query carry
+    the token (Slack's /services/T.../B.../<secret>)."""
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme and parts.netloc:
+        return f"{parts.scheme}://{parts.hostname or '?'}/…"
+    return "<a URL without a scheme; not shown>"
+
+
 def post_webhook(url: str, payload: Mapping, timeout: float = 10.0) -> str | None:
     """POST `payload` as JSON. Returns None on success, else the error as text (never
-    raises: an unreachable chat server must not take the alerting down with it)."""
+    raises: an unreachable chat server must not take the alerting down with it). The error
+    never contains the URL's path or query, which hold the webhook's token."""
+    if urllib.parse.urlsplit(url.strip()).scheme not in ("http", "https"):
+        return (f"{WEBHOOK_ENV} is not an http(s) URL ({redact_url(url)}); write it as "
+                "https://host/path")
     data = json.dumps(payload, sort_keys=True, default=str).encode()
     try:
-        req = urllib.request.Request(url, data=data, method="POST",
+        req = urllib.request.Request(url.strip(), data=data, method="POST",
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             if not 200 <= resp.status < 300:
-                return f"HTTP {resp.status}"
+                return f"HTTP {resp.status} from {redact_url(url)}"
     except (urllib.error.URLError, OSError, ValueError) as e:
-        return f"{type(e).__name__}: {e}"
+        text = f"{type(e).__name__}: {e}"
+        for secret in {url, url.strip(), urllib.parse.urlsplit(url.strip()).path}:
+            if secret and secret not in ("/", ""):
+                text = text.replace(secret, redact_url(url))
+        return f"{text} ({redact_url(url)})"
     return None
+
+
+def deliver(alerts_dir: Path, record: AlertRecord) -> tuple[Path, str | None]:
+    """The alert everywhere it goes: the alerts file, then the webhook when
+    DS_ALERT_WEBHOOK_URL is set. Returns (file, webhook error or None). Used by the daemon's
+    run-failure sensor and by `cli run` (cron shops have no daemon)."""
+    path = append_alert(alerts_dir, record)
+    url = os.environ.get(WEBHOOK_ENV)
+    error = None
+    if url:
+        error = post_webhook(url, {"text": f"[decision-segments] {record.job} "
+                                           f"{record.partition or ''} failed: {record.message}",
+                                   **record.to_json()})
+    return path, error
 
 
 # --------------------------------------------------------------------------- freshness
