@@ -178,6 +178,25 @@ def run_notes(result) -> list[str]:
     return lines
 
 
+def repair_exports() -> list[str]:
+    """Before a run: files of a publish cut off after its commit are switched in, files of
+    one cut off before it removed (lib/exports.py). Skipped, with a line, when another
+    process holds the warehouse (the run's own publish step repairs then)."""
+    from dagster_project.lib import exports
+
+    db = settings.duckdb_path()
+    if not db.exists() or not settings.exports_dir().exists():
+        return []
+    try:
+        con = duckdb.connect(str(db), read_only=True)
+    except duckdb.IOException as e:
+        return [f"export repair skipped: {str(e).splitlines()[0]}"]
+    try:
+        return exports.repair(con, settings.exports_dir())
+    finally:
+        con.close()
+
+
 def alert(result, partition: str, line: str) -> None:
     """A failed `cli run` alerts like the daemon's sensor does (the alerts file and the
     webhook): a shop that runs from cron has no daemon. Its runs carry ALERTED_BY_TAG, so a
@@ -203,6 +222,8 @@ def run(dates: list[str], run_config: dict | None = None) -> tuple[int, list[str
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
     where = os.environ.get("DAGSTER_HOME")
     print(f"instance: {where if instance else 'ephemeral (DAGSTER_HOME not set)'}", flush=True)
+    for line in repair_exports():
+        print(line, flush=True)
     code, notes = EXIT_OK, []
     for d in dates:
         print(f"== nightly partition {d}", flush=True)

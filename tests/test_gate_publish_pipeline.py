@@ -74,7 +74,7 @@ def copy_run(nightly, tmp_path, monkeypatch):
     root = tmp_path / "data"
     root.mkdir()
     shutil.copy2(nightly["db"], root / "warehouse.duckdb")
-    shutil.copytree(nightly["root"] / "exports", root / "exports")
+    shutil.copytree(nightly["root"] / "exports", root / "exports", symlinks=True)  # as cp -a
     (root / "raw").symlink_to(nightly["root"] / "raw", target_is_directory=True)
     monkeypatch.setenv("DS_DATA_DIR", str(root))
     monkeypatch.setenv("DS_DUCKDB_PATH", str(root / "warehouse.duckdb"))

@@ -326,3 +326,75 @@ def test_content_hash_is_order_independent_and_sensitive(db):
     con.execute("UPDATE t2 SET churn_score = churn_score + 1e-9 WHERE customer_id = 'C000010'")
     assert pub.content_hash(con, "t1") != pub.content_hash(con, "t2")
     assert pub.content_hash(con, "t1", exclude=["run_id"]) != pub.content_hash(con, "t1")
+
+
+# --------------------------------------------------------------------------- files + tables
+FILES_KILL_SCRIPT = r"""
+import json, os, signal, sys
+from pathlib import Path
+import duckdb
+from dagster_project.lib import activation as act, exports, publish as pub
+path, exports_dir, point, args = sys.argv[1], Path(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
+def hook(at):
+    if at == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+con = duckdb.connect(path)
+audiences = pub.read_candidate(con, args["versions"]["audiences"])
+exports.publish_with_files(
+    con, exports_dir, args["as_of"], args["run_id"], args["versions"], args["required"],
+    lambda folder: act.write_audience_exports(audiences, exports_dir, args["as_of"],
+                                              args["run_id"], {"success": True}, folder=folder),
+    fault_hook=hook)
+print("published")
+"""
+
+
+@pytest.mark.parametrize("point,tables,files_before_repair", [
+    ("files_written", "old", "old"),   # before the transaction
+    ("before_commit", "old", "old"),   # inside it
+    ("after_commit", "new", "old"),    # after it, before the switch: repaired to new
+    ("switched", "new", "new"),        # after the switch
+])
+def test_files_and_tables_are_one_publish_when_killed_anywhere(tmp_path, point, tables,
+                                                               files_before_repair):
+    """Found: killed 4 s into publish, the views and publish_log showed the new run while
+    manifest.json and the CSVs were the previous run's."""
+    from dagster_project.lib import exports
+
+    path, out = tmp_path / "warehouse.duckdb", tmp_path / "exports"
+    con = duckdb.connect(str(path))
+    old, _, _ = stage(con, D2, "run-old00001", make_segments(D2, "run-old"), make_members())
+    exports.publish_with_files(
+        con, out, D2, "run-old00001", old, REQUIRED,
+        lambda folder: act.write_audience_exports(pub.read_candidate(con, old["audiences"]),
+                                                  out, D2, "run-old00001", {"success": True},
+                                                  folder=folder))
+    new, _, _ = stage(con, D2, "run-new00002", make_segments(D2, "run-new", n=310, seed=2),
+                      make_members(130, seed_offset=7))
+    con.close()
+
+    args = {"as_of": D2, "run_id": "run-new00002", "versions": new, "required": REQUIRED}
+    proc = subprocess.run([sys.executable, "-c", FILES_KILL_SCRIPT, str(path), str(out), point,
+                           json.dumps(args)], cwd=ROOT, capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == -9, proc.stderr
+    want = {"old": "run-old00001", "new": "run-new00002"}
+
+    def manifest_run():
+        return json.loads((out / D2 / act.MANIFEST).read_text())["run_id"]
+
+    con = duckdb.connect(str(path))
+    logged = con.execute("select arg_max(run_id, published_at) from published.publish_log "
+                         "where as_of_date = ?", [D2]).fetchone()[0]
+    assert logged == want[tables]
+    assert len(pub.read_published(con, "audiences")) == (130 if tables == "new" else 120)
+    assert manifest_run() == want[files_before_repair]
+    # the next run (or `cli run` at start) repairs: files are the tables' run, orphans gone
+    done = exports.repair(con, out)
+    assert manifest_run() == want[tables]
+    assert bool(done) == (point != "switched")
+    assert [p.name for p in (out / exports.RUNS / D2).iterdir()] == [want[tables]]
+    members = (out / D2 / "win_back" / act.GOOGLE_FILE).read_text().count("\n") - 1
+    assert members == (130 if tables == "new" else 120)
+    assert exports.repair(con, out) == []  # idempotent
+    con.close()

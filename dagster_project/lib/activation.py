@@ -401,7 +401,8 @@ def meta_rows(members: pd.DataFrame) -> list[tuple]:
 def write_audience_exports(prepared: pd.DataFrame, exports_dir, as_of, run_id: str,
                            gate: Mapping[str, Any] | None, min_size: int = PLATFORM_MIN_SIZE,
                            stats: Mapping[str, Mapping[str, int]] | None = None,
-                           extra: Mapping[str, Any] | None = None) -> dict:
+                           extra: Mapping[str, Any] | None = None,
+                           folder: Path | None = None) -> dict:
     """Write the upload files for every audience in `prepared`; return the manifest.
 
     `gate` is the audience gate result (e.g. ``SuiteResult.to_dict()`` or
@@ -410,6 +411,8 @@ def write_audience_exports(prepared: pd.DataFrame, exports_dir, as_of, run_id: s
     are not exported (any files from an earlier run of the same as_of are removed) and the
     reason goes into the manifest. `extra` adds top-level manifest entries (e.g. the
     published versions and every suite's result); it cannot override the keys above.
+    The files go to `folder` when given (the publish step's run folder, lib/exports.py),
+    else to ``<exports_dir>/<as_of>``.
     """
     if not gate or not gate.get("success"):
         raise ExportRefused(f"audience gate did not pass: "
@@ -422,7 +425,7 @@ def write_audience_exports(prepared: pd.DataFrame, exports_dir, as_of, run_id: s
         raise ExportRefused("an opted-out (or consent-unknown) customer is in an audience")
 
     as_of_str = str(pd.Timestamp(as_of).date())
-    root = Path(exports_dir) / as_of_str
+    root = Path(folder) if folder is not None else Path(exports_dir) / as_of_str
     ensure_private_dir(root, stop_at=Path(exports_dir))
     manifest: dict[str, Any] = {
         "as_of_date": as_of_str, "run_id": str(run_id), "min_size": int(min_size),

@@ -7,9 +7,11 @@ publishes only the candidates written by THIS run for this partition, and only i
 required suite passed for exactly those versions (`publish.publish` re-checks that, and that
 the candidates' content still hashes to what was audited, before its one transaction).
 
-Tables first, then files: the ``published.*`` swap is one transaction; each upload file and
-the manifest are written to a temporary name and renamed. The manifest carries the run id,
-so a reader can match files to ``published.publish_log``.
+Tables and files are one publish (lib/exports.py): the run's files go to a folder of their
+own, then the ``published.*`` swap commits in one transaction, then the partition's folder
+name is switched to the run's folder. A run cut off between the two is repaired by the next
+one (and by ``cli run`` at start) from ``published.publish_log``. The manifest carries the run
+id, so a reader can match files to ``published.publish_log``.
 """
 
 import datetime as dt
@@ -35,6 +37,7 @@ from dagster_project.defs.quality.candidates import (
 from dagster_project.defs.resources import DataPaths
 from dagster_project.lib import activation as act
 from dagster_project.lib import exclusions as excl
+from dagster_project.lib import exports
 from dagster_project.lib import publish as pub
 from dagster_project.lib.segments import SEGMENTS
 
@@ -58,21 +61,6 @@ def gate_summary(con, versions: dict[str, str]) -> dict:
     return out
 
 
-def _remove_stale_audiences(root: Path, keep: set[str]) -> list[str]:
-    """Upload files of audiences this run no longer has (an earlier run of the same date)."""
-    removed = []
-    if not root.is_dir():
-        return removed
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        if folder.name in keep:
-            continue
-        for fname in (act.GOOGLE_FILE, act.META_FILE):
-            if (folder / fname).exists():
-                (folder / fname).unlink()
-                removed.append(f"{folder.name}/{fname}")
-    return removed
-
-
 @dg.asset(
     key="published_segments",
     group_name="publish",
@@ -88,6 +76,8 @@ def published_segments(context: dg.AssetExecutionContext, duckdb: DuckDBResource
     as_of = dt.date.fromisoformat(context.partition_key)
     run_id = context.run.run_id
     with warehouse(duckdb) as con:
+        for line in exports.repair(con, paths.exports):
+            context.log.warning(line)
         versions = pub.run_candidates(con, as_of, run_id)
         missing = [n for n in CANDIDATE_NAMES if n not in versions]
         if missing:
@@ -104,27 +94,27 @@ def published_segments(context: dg.AssetExecutionContext, duckdb: DuckDBResource
             raise _refuse(as_of, run_id, "quality gate not passed: " + " || ".join(
                 f"{n}: {r}" for n, r in failed.items()),
                 candidate_versions=versions, gate=gate_summary(con, versions))
-        try:
-            current = pub.publish(con, as_of, run_id, versions, REQUIRED_SUITES)
-        except pub.PublishRefused as exc:
-            raise _refuse(as_of, run_id, str(exc), candidate_versions=versions) from exc
-
         counts = {n: pub.get_candidate(con, v).row_count for n, v in versions.items()}
-        audiences = con.execute(
-            f"select * from {pub.q(pub.PUBLISHED, versions[AUDIENCES_NAME])}").df()
+        audiences = pub.read_candidate(con, versions[AUDIENCES_NAME])
         audience_gate = pub.latest_gate_result(con, versions[AUDIENCES_NAME], "audiences")
         notes = pub.candidate_notes(con, versions[AUDIENCES_NAME])
         gates = gate_summary(con, versions)
 
-    expected = [*SEGMENTS, *(act.SUPPRESSION_PREFIX + a for a in excl.AUDIENCES)]
-    empty = sorted(set(expected) - set(audiences["audience"].astype(str)))
-    manifest = act.write_audience_exports(
-        audiences, paths.exports, as_of, run_id, gate=audience_gate,
-        min_size=act.PLATFORM_MIN_SIZE, stats=notes.get("stats"),
-        extra={"published_versions": versions, "row_counts": counts, "gates": gates,
-               "audiences_without_members": empty})
+        # Files first, into this run's own folder; then the tables' transaction; then the
+        # partition's folder name switched to the run (lib/exports.py: one publish).
+        expected = [*SEGMENTS, *(act.SUPPRESSION_PREFIX + a for a in excl.AUDIENCES)]
+        empty = sorted(set(expected) - set(audiences["audience"].astype(str)))
+        try:
+            manifest, current = exports.publish_with_files(
+                con, paths.exports, as_of, run_id, versions, REQUIRED_SUITES,
+                lambda folder: act.write_audience_exports(
+                    audiences, paths.exports, as_of, run_id, gate=audience_gate,
+                    min_size=act.PLATFORM_MIN_SIZE, stats=notes.get("stats"), folder=folder,
+                    extra={"published_versions": versions, "row_counts": counts,
+                           "gates": gates, "audiences_without_members": empty}))
+        except pub.PublishRefused as exc:
+            raise _refuse(as_of, run_id, str(exc), candidate_versions=versions) from exc
     root = paths.exports / as_of.isoformat()
-    removed = _remove_stale_audiences(root, set(manifest["audiences"]))
 
     kinds = (audiences.drop_duplicates("audience").set_index("audience")["audience_kind"]
              .to_dict() if len(audiences) else {})
@@ -151,7 +141,6 @@ def published_segments(context: dg.AssetExecutionContext, duckdb: DuckDBResource
         "export_files": dg.MetadataValue.json(
             {aud: e.get("files") for aud, e in manifest["audiences"].items() if e["exported"]}),
         "skipped_audiences": dg.MetadataValue.json(skipped),
-        "stale_files_removed": dg.MetadataValue.json(removed),
         "manifest": dg.MetadataValue.path(str(root / act.MANIFEST)),
         "manifest_sha256": _sha256(root / act.MANIFEST),
         "run_id": run_id,
