@@ -178,6 +178,19 @@ def run_notes(result) -> list[str]:
     return lines
 
 
+def wait_seconds() -> float:
+    """How long `cli run` waits for a live run holding the warehouse before it gives up
+    with exit code 1: DS_WAIT_FOR_WAREHOUSE_SECONDS, default an hour."""
+    raw = os.environ.get("DS_WAIT_FOR_WAREHOUSE_SECONDS", "").strip() or "3600"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UsageError(f"DS_WAIT_FOR_WAREHOUSE_SECONDS={raw!r}: expected seconds") from None
+    if value < 0:
+        raise UsageError(f"DS_WAIT_FOR_WAREHOUSE_SECONDS={raw!r}: expected seconds >= 0")
+    return value
+
+
 def repair_exports() -> list[str]:
     """Before a run: files of a publish cut off after its commit are switched in, files of
     one cut off before it removed (lib/exports.py). Skipped, with a line, when another
@@ -224,12 +237,26 @@ def run(dates: list[str], run_config: dict | None = None) -> tuple[int, list[str
     print(f"instance: {where if instance else 'ephemeral (DAGSTER_HOME not set)'}", flush=True)
     for line in repair_exports():
         print(line, flush=True)
+    tags = {ALERTED_BY_TAG: "cli"}
+    if instance is not None:
+        from dagster_project.defs.observability import dead_runs
+
+        tags.update(dead_runs.process_tags())
+        timeout = wait_seconds()
+        if not dead_runs.wait_for_warehouse(instance, timeout,
+                                            lambda line: print(line, flush=True)):
+            line = (f"gave up after {timeout:.0f} s waiting for the warehouse, still held by "
+                    + "; ".join(dead_runs.slot_holders(instance))
+                    + ": nothing run. Let that run finish, or raise "
+                      "DS_WAIT_FOR_WAREHOUSE_SECONDS")
+            print(line, file=sys.stderr, flush=True)
+            return EXIT_NOTHING_PUBLISHED, [line]
     code, notes = EXIT_OK, []
     for d in dates:
         print(f"== nightly partition {d}", flush=True)
         result = job.execute_in_process(partition_key=d, instance=instance,
                                         run_config=_quiet(run_config), raise_on_error=False,
-                                        tags={ALERTED_BY_TAG: "cli"})
+                                        tags=tags)
         rc, line = outcome(result, d)
         notes = [line, *run_notes(result)]
         if rc != EXIT_OK:
@@ -383,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         date = latest_partition() if args.date == "latest" else args.date
         dates = _dates(date, args.end) if args.cmd == "run" else [_date(date, "--date").isoformat()]
         run_config = _run_config(args.config) if args.cmd == "run" else None
+        if args.cmd == "run":
+            wait_seconds()  # a malformed value is a usage error before anything runs
     except UsageError as e:
         p.print_usage(sys.stderr)
         print(f"{p.prog}: error: {e}", file=sys.stderr)

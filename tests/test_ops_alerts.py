@@ -438,10 +438,11 @@ def test_a_webhook_url_is_never_logged_with_its_token():
         "https://hooks.example.invalid/…")
 
 
-def test_the_failure_sensor_is_running_by_default():
+def test_the_failure_and_dead_run_sensors_are_running_by_default():
     import dagster as dg
 
     from dagster_project.definitions import defs
 
-    sensor = defs().get_sensor_def("alert_on_run_failure")
-    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    for name in ("alert_on_run_failure", "reap_dead_runs"):
+        sensor = defs().get_sensor_def(name)
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING, name

@@ -356,3 +356,77 @@ def test_cli_exit_codes_are_2_for_usage_errors_and_1_for_a_failed_run(tiny, tmp_
     failed = cli("run", "--date", END.isoformat())
     assert failed.returncode == 1, failed.stderr[-3000:]
     assert "FAILED" in failed.stderr and "partition 2025-06-30 failed" in failed.stderr
+
+
+# ----------------------------------------------------------------------------- (a2)
+def _instance_home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.yaml").read_text())
+    return home
+
+
+@pytest.mark.slow
+def test_cli_run_frees_a_killed_runs_slot_before_it_starts_and_says_so(tiny, tmp_path):
+    """Found: after a `cli run` was killed with SIGKILL, the next `cli run` waited forever
+    ("Step blocked by limit for pool duckdb_warehouse"), with no message and no exit code."""
+    import dagster as dg
+
+    from dagster_project.defs.observability import dead_runs
+
+    home = _instance_home(tmp_path)
+    env = _env(home, _data_dir(tmp_path, tiny))
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "dagster_project.cli", "run", "--date", END.isoformat()],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    instance = dg.DagsterInstance.from_config(str(home))
+    storage = instance.event_log_storage
+    try:
+        while storage.get_concurrency_info(POOL).active_slot_count != 1:
+            assert victim.poll() is None, "the run ended before it held the slot"
+            time.sleep(0.2)
+    finally:
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
+    [record] = instance.get_run_records()
+    run_id = record.dagster_run.run_id
+    assert record.dagster_run.tags[dead_runs.PID_TAG] == str(victim.pid)
+
+    # what `cli run` does first: the dead run is failed, its slot freed, and it says so
+    said = []
+    assert dead_runs.wait_for_warehouse(instance, 0, said.append)
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+    assert storage.get_concurrency_info(POOL).active_slot_count == 0
+    assert len(said) == 1 and run_id in said[0] and "process" in said[0], said
+    assert dead_runs.reap_dead_runs(instance) == []  # nothing left to do
+
+
+def test_cli_run_waiting_on_a_live_run_names_it_and_gives_up_with_exit_1(
+        tmp_path, monkeypatch, capsys):
+    import dagster as dg
+
+    from dagster_project import cli
+    from dagster_project.defs.observability import dead_runs
+
+    home = _instance_home(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("DS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DS_DUCKDB_PATH", str(tmp_path / "data" / "warehouse.duckdb"))
+    monkeypatch.setenv("DS_PARTITION_START", "2025-01-01")
+    monkeypatch.setenv("DS_WAIT_FOR_WAREHOUSE_SECONDS", "1")
+    instance = dg.DagsterInstance.from_config(str(home))
+    holder = dg.DagsterRun(job_name="nightly", run_id=str(uuid.uuid4()),
+                           status=dg.DagsterRunStatus.STARTED,
+                           tags={**dead_runs.process_tags(), "dagster/partition": "2025-06-29"})
+    instance.add_run(holder)
+    instance.event_log_storage.initialize_concurrency_limit_to_default(POOL)
+    claim = instance.event_log_storage.claim_concurrency_slot(POOL, holder.run_id,
+                                                              "ingest_sources")
+    assert claim.is_claimed
+    rc = cli.main(["run", "--date", END.isoformat()])
+    out = capsys.readouterr()
+    assert rc == cli.EXIT_NOTHING_PUBLISHED == 1
+    assert f"held by run {holder.run_id}" in out.out and "ingest_sources" in out.out
+    assert "gave up after 1 s" in out.err and "DS_WAIT_FOR_WAREHOUSE_SECONDS" in out.err
+    assert instance.get_run_by_id(holder.run_id).status == dg.DagsterRunStatus.STARTED
