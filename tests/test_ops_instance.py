@@ -108,6 +108,27 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def _cli_run_killed_holding_the_slot(home: Path, env: dict):
+    """A `cli run` SIGKILLed (with its dbt child) once its run holds the warehouse pool slot;
+    (instance, run id, pid). No time limit: it fails if the run ends before holding it."""
+    import dagster as dg
+
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "dagster_project.cli", "run", "--date", END.isoformat()],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        while instance.event_log_storage.get_concurrency_info(POOL).active_slot_count != 1:
+            assert victim.poll() is None, "the run ended before it held the slot"
+            time.sleep(0.2)
+    finally:
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
+    [record] = instance.get_run_records()
+    return instance, record.dagster_run.run_id, victim.pid
+
+
 # ----------------------------------------------------------------------------- (a)
 @pytest.mark.slow
 def test_a_run_killed_with_sigkill_does_not_block_the_next_run(tiny, tmp_path, monkeypatch):
@@ -123,20 +144,8 @@ def test_a_run_killed_with_sigkill_does_not_block_the_next_run(tiny, tmp_path, m
     data = _data_dir(tmp_path, tiny)
     env = _env(home, data)
 
-    victim = subprocess.Popen(
-        [sys.executable, "-m", "dagster_project.cli", "run", "--date", END.isoformat()],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
-    instance = dg.DagsterInstance.from_config(str(home))
+    instance, run_id, _ = _cli_run_killed_holding_the_slot(home, env)
     storage = instance.event_log_storage
-    try:
-        _wait(lambda: storage.get_concurrency_info(POOL).active_slot_count == 1, 120,
-              "the first run to hold the pool slot")
-    finally:
-        os.killpg(victim.pid, signal.SIGKILL)  # the run worker and its dbt child
-        victim.wait()
-    [record] = instance.get_run_records()
-    run_id = record.dagster_run.run_id
     time.sleep(2)
     # the dead run still holds the slot: a new step would wait for it
     assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
@@ -376,22 +385,9 @@ def test_cli_run_frees_a_killed_runs_slot_before_it_starts_and_says_so(tiny, tmp
 
     home = _instance_home(tmp_path)
     env = _env(home, _data_dir(tmp_path, tiny))
-    victim = subprocess.Popen(
-        [sys.executable, "-m", "dagster_project.cli", "run", "--date", END.isoformat()],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
-    instance = dg.DagsterInstance.from_config(str(home))
+    instance, run_id, pid = _cli_run_killed_holding_the_slot(home, env)
     storage = instance.event_log_storage
-    try:
-        while storage.get_concurrency_info(POOL).active_slot_count != 1:
-            assert victim.poll() is None, "the run ended before it held the slot"
-            time.sleep(0.2)
-    finally:
-        os.killpg(victim.pid, signal.SIGKILL)
-        victim.wait()
-    [record] = instance.get_run_records()
-    run_id = record.dagster_run.run_id
-    assert record.dagster_run.tags[dead_runs.PID_TAG] == str(victim.pid)
+    assert instance.get_run_by_id(run_id).tags[dead_runs.PID_TAG] == str(pid)
 
     # what `cli run` does first: the dead run is failed, its slot freed, and it says so
     said = []

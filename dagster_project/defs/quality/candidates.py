@@ -75,12 +75,12 @@ def apply_consent_now(segments: pd.DataFrame, scores: pd.DataFrame, profile: pd.
     seg_now = segments["customer_id"].astype(str).map(now).fillna(False).astype(bool)
     withdrawn = segments["marketing_consent"].fillna(False).astype(bool) & ~seg_now
     stats = {}
-    for seg in SEGMENTS:
-        flag = f"activate_{seg}"
+    for name in SEGMENTS:
+        flag = f"activate_{name}"
         if flag in segments.columns:
             lost = withdrawn & segments[flag].fillna(False).astype(bool)
             if lost.any():
-                stats[seg] = {"consent_withdrawn_left_out": int(lost.sum())}
+                stats[name] = {"consent_withdrawn_left_out": int(lost.sum())}
             segments.loc[withdrawn, flag] = False
     # Only a withdrawal since the partition date is applied to the flags here: a flag set for
     # a customer the segments layer already knew to have no consent is a defect the audience
