@@ -166,12 +166,13 @@ def test_models_are_saved_with_metadata_and_rescore_without_retraining(nightly_r
 
 
 def test_dbt_unit_tests_on_label_windows_and_feature_windows_pass(nightly_run):
-    """dbt unit_tests (dbt/models/marts/_unit_tests.yml): label window edges and two
-    features' windows, run against the nightly warehouse (they need its relations' types)."""
+    """dbt unit_tests (dbt/models/marts/_unit_tests.yml): label window edges, two features'
+    windows, the consent values and the latest landed customer version, run against the
+    nightly warehouse (they need its relations' types)."""
     proc = run_dbt(["test", "--select", "test_type:unit"], DS_DUCKDB_PATH=str(nightly_run["db"]),
                    DBT_TARGET_PATH=str(nightly_run["root"] / "unit_test_target"))
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert "PASS=2" in proc.stdout
+    assert "PASS=4" in proc.stdout
 
 
 def test_above_the_drivers_cap_only_the_highest_scores_are_explained(nightly_run, tmp_path):
