@@ -27,6 +27,7 @@ from functools import cache
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -109,7 +110,12 @@ def consent_at_run(partition_consent: pd.Series, customer_ids: pd.Series,
     customer missing from either has none). Aligned to `customer_ids`."""
     now = current.set_index("customer_id")["consent_now"]
     ids = customer_ids.astype(str)
-    at_partition = pd.Series(partition_consent.to_numpy(), index=ids.index).map(
-        lambda v: v is True or v == True)  # noqa: E712  (numpy/pandas booleans too)
-    still = ids.map(now).map(lambda v: v is True or v == True)  # noqa: E712
-    return (at_partition & still).astype(bool)
+    at_partition = as_bool(partition_consent.to_numpy())
+    still = as_bool(ids.map(now).to_numpy())
+    return pd.Series(at_partition & still, index=customer_ids.index, dtype=bool)
+
+
+def as_bool(values) -> np.ndarray:
+    """True where a value is a boolean true (numpy and pandas booleans too); False for
+    False, NULL, NaN and anything else. Works on empty input."""
+    return pd.array(list(values), dtype="boolean").fillna(False).to_numpy(dtype=bool)

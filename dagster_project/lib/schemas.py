@@ -29,7 +29,9 @@ SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {
     "segmentation.rule_thresholds": (("as_of_date", D), ("thresholds_json", V)),
     "segmentation.model_metrics": (
         ("as_of_date", D), ("target", V), ("status", V), ("absent_reason", V),
-        ("model_version", V), ("beats_baseline", B), ("valid_cutoff", V), ("train_cutoffs", V),
+        ("model_version", V), ("promotion", V), ("promotion_reason", V),
+        ("scoring_model_version", V), ("population_psi", F), ("psi_reference_date", D),
+        ("beats_baseline", B), ("valid_cutoff", V), ("train_cutoffs", V),
         ("best_iteration", I), ("n_rows", V), ("baseline", V),
         *((f"{who}_{m}", F) for who in ("model", "baseline", "btyd")
           for m in ("roc_auc", "pr_auc", "brier", "top_decile_lift")),

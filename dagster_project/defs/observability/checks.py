@@ -9,9 +9,10 @@ from dagster_duckdb import DuckDBResource
 
 from dagster_project.defs.observability.retry import retry_on_lock
 from dagster_project.defs.partitions import DUCKDB_POOL, daily_partitions
-from dagster_project.defs.propensity.assets import FEATURE_SQL, with_bgnbd_features
+from dagster_project.defs.propensity.assets import population_psi, reference_frame
 from dagster_project.defs.resources import DataPaths, warehouse
 from dagster_project.lib import drift
+from dagster_project.lib import promotion as promo
 from dagster_project.lib import propensity as pm
 from dagster_project.lib.alerts import source_freshness
 from dagster_project.lib.contract import TABLES
@@ -101,21 +102,7 @@ def raw_source_freshness(context: dg.AssetCheckExecutionContext, paths: DataPath
         )
 
 
-def reference_date(con, as_of: dt.date) -> dt.date | None:
-    """The day to compare with: the last published day before D if anything is published,
-    else the last scored day before D. Strictly before D, so a backfilled day is compared with
-    what preceded it, as the nightly run would have done that night."""
-    published = con.execute(
-        "select count(*) > 0 from information_schema.tables "
-        "where table_schema = 'published' and table_name = 'versions'").fetchone()[0]
-    if published:
-        d = con.execute("select max(as_of_date) from published.versions where as_of_date < ?",
-                        [as_of]).fetchone()[0]
-        if d is not None:
-            return d
-    return con.execute(
-        "select max(as_of_date) from segmentation.propensity_scores where as_of_date < ?",
-        [as_of]).fetchone()[0]
+reference_date = promo.reference_date  # the day drift is measured against
 
 
 def compute_drift(con, as_of: dt.date, current: dict[str, np.ndarray] | None = None,
@@ -148,11 +135,6 @@ def stored_scores(con, day: dt.date) -> dict[str, np.ndarray]:
     return out
 
 
-# Customers of the reference day re-scored at most (a deterministic sample by id hash above
-# it): ten bins need far fewer, and it bounds the check's cost at 1,000,000 customers.
-MAX_RESCORED = 200_000
-
-
 def population_drift(con, as_of: dt.date, reference: dt.date, models: Path,
                      current: dict[str, np.ndarray] | None = None) -> dict[str, float | None]:
     """PSI per target of the population's shift alone: the reference day's customers, re-scored
@@ -160,8 +142,9 @@ def population_drift(con, as_of: dt.date, reference: dt.date, models: Path,
     `as_of`. One model on both sides, as PSI is meant to be read: a nightly refit moves the
     calibration's steps (on the default data the stored scores' largest PSI was 0.64-1.55 on
     each of six consecutive nights with nothing else changed), which says nothing about the
-    customers. None where the model
-    of `as_of` is absent or not on disk, or the reference day has no features."""
+    customers. None where the model of `as_of` is absent or not on disk, or the reference day
+    has no features. The propensity asset records the same measure for the model that scored
+    (recorded_population_psi); this recomputes it for a warehouse written before it did."""
     results = {}
     for target in LABELS:
         directory = models / target / as_of.isoformat()
@@ -170,26 +153,25 @@ def population_drift(con, as_of: dt.date, reference: dt.date, models: Path,
         results[target] = result if result is not None and result.trained else None
     if not any(results.values()):
         return dict.fromkeys(LABELS)
-    n = con.execute("select count(*) from marts.customer_features where as_of_date = ?",
-                    [reference]).fetchone()[0]
-    if n == 0:
-        return dict.fromkeys(LABELS)
-    every = max(1, -(-n // MAX_RESCORED))  # ceil: keep about MAX_RESCORED customers
-    frame = con.execute(
-        f"select f.customer_id, {FEATURE_SQL} from marts.customer_features f "
-        "where f.as_of_date = ? and hash(f.customer_id) % ? = 0 order by f.customer_id",
-        [reference, every]).df()
-    # BG/NBD fitted at the reference day on every customer, as the scoring of that day was
-    frame = with_bgnbd_features(con, frame.assign(cutoff_date=reference))
+    frame = reference_frame(con, reference)
     current = stored_scores(con, as_of) if current is None else current
-    out: dict[str, float | None] = {}
-    for target, result in results.items():
-        if result is None or not len(current[target]) or frame.empty:
-            out[target] = None
-            continue
-        rescored = pm.score(result, frame)["score"].to_numpy()
-        out[target] = drift.psi(rescored, current[target], edges=drift.PROBABILITY_EDGES)
-    return out
+    return {target: (population_psi(result, frame, current[target])
+                     if result is not None else None)
+            for target, result in results.items()}
+
+
+def recorded_population_psi(con, as_of: dt.date) -> dict[str, float | None] | None:
+    """{target: the population PSI the propensity asset recorded for the model that scored
+    `as_of`}, or None when it recorded none (a warehouse written before it did, or no
+    reference day then)."""
+    cols = {r[0] for r in con.execute("describe segmentation.model_metrics").fetchall()}
+    if "population_psi" not in cols:
+        return None
+    rows = con.execute("select target, population_psi, psi_reference_date "
+                       "from segmentation.model_metrics where as_of_date = ?", [as_of]).fetchall()
+    if not any(r[2] is not None for r in rows):
+        return None
+    return {t: (float(v) if v is not None else None) for t, v, _ in rows}
 
 
 @dg.asset_check(asset="propensity_scores", name="score_drift", blocking=False, pool=DUCKDB_POOL,
@@ -199,15 +181,17 @@ def score_drift(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource,
     """PSI of each target's scores against the previous published (else scored) day: the
     population's shift under the night's model (the verdict), and the change of the stored
     scores, model refit included (shown, no verdict)."""
-    # Non-blocking: a moved distribution is a signal for a person (new season, a campaign,
-    # a changed source), not proof that the scores are wrong; the quality gate decides
-    # about publishing.
+    # Non-blocking here: the publish step refuses a population PSI above drift.FAIL_PSI
+    # itself, unless told to publish anyway (defs/publish/assets.py, PublishConfig), so a
+    # person can look at a moved distribution (a new season, a campaign, a changed source)
+    # and decide.
     as_of = dt.date.fromisoformat(context.partition_key)
     with retry_on_lock(context), duckdb.get_connection() as con:
         current = stored_scores(con, as_of)  # read once, used by both comparisons
         reference, stored = compute_drift(con, as_of, current)
-        population = (population_drift(con, as_of, reference, paths.models, current)
-                      if reference is not None else {})
+        population = recorded_population_psi(con, as_of) if reference is not None else {}
+        if population is None:
+            population = population_drift(con, as_of, reference, paths.models, current)
     if reference is None:
         return dg.AssetCheckResult(passed=True, description="no earlier scored day to compare with",
                                    metadata={"reference_date": "none"})

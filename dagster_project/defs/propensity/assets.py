@@ -1,6 +1,7 @@
 """Layer 2: one LightGBM model per target, trained on earlier cutoffs, scoring the partition."""
 
 
+import dataclasses
 import datetime as dt
 import json
 
@@ -11,7 +12,8 @@ from dagster_duckdb import DuckDBResource
 
 from dagster_project.defs.partitions import DUCKDB_POOL, daily_partitions, one_run_per_partition
 from dagster_project.defs.resources import DataPaths, warehouse
-from dagster_project.lib import btyd
+from dagster_project.lib import btyd, drift
+from dagster_project.lib import promotion as promo
 from dagster_project.lib import propensity as pm
 from dagster_project.lib.features import FEATURE_COLUMNS, LABELS, MODEL_FEATURE_COLUMNS
 from dagster_project.lib.warehouse import replace_partition
@@ -213,6 +215,35 @@ def read_training_frame(con, target: str, as_of: dt.date,
     return training_frame_at(con, target, as_of, cutoffs, config.max_train_customers, cache)
 
 
+# Customers of the reference day re-scored at most for the population drift (a deterministic
+# sample by id hash above it): ten bins need far fewer, and it bounds the cost at 1,000,000.
+MAX_RESCORED = 200_000
+
+
+def reference_frame(con, reference: dt.date, cache: dict | None = None) -> pd.DataFrame:
+    """The reference day's customers (at most about MAX_RESCORED, by id hash) with their
+    features there and the BG/NBD features fitted there, as that day's scoring had them."""
+    n = con.execute("select count(*) from marts.customer_features where as_of_date = ?",
+                    [reference]).fetchone()[0]
+    every = max(1, -(-n // MAX_RESCORED))  # ceil: keep about MAX_RESCORED customers
+    frame = con.execute(
+        f"select f.customer_id, {FEATURE_SQL} from marts.customer_features f "
+        "where f.as_of_date = ? and hash(f.customer_id) % ? = 0 order by f.customer_id",
+        [reference, every]).df()
+    return with_bgnbd_features(con, frame.assign(cutoff_date=reference), cache=cache)
+
+
+def population_psi(result: pm.TrainResult, ref: pd.DataFrame,
+                   current: np.ndarray) -> float | None:
+    """PSI of the population's shift under one model (lib/drift.py): the reference day's
+    customers ``ref`` re-scored by ``result`` against its scores ``current`` of the partition.
+    None without customers on either side."""
+    if ref.empty or not len(current):
+        return None
+    rescored = pm.score(result, ref)["score"].to_numpy()
+    return drift.psi(rescored, current, edges=drift.PROBABILITY_EDGES)
+
+
 def _fmt(x: float | None) -> str:
     return "" if x is None or x != x else f"{x:.3f}"
 
@@ -223,8 +254,16 @@ def metrics_row_md(r: dict, versus: str = "") -> str:
         f"| {r['target']} | {r['status']} | {_fmt(r['model_roc_auc'])} | "
         f"{_fmt(r['baseline_roc_auc'])} | {_fmt(r['model_pr_auc'])} | "
         f"{_fmt(r['model_brier'])} | {_fmt(r['model_top_decile_lift'])} | {beats} | {versus} | "
-        f"{_fmt(r.get('btyd_roc_auc'))} | {r.get('btyd_verdict') or ''} |"
+        f"{_fmt(r.get('btyd_roc_auc'))} | {r.get('btyd_verdict') or ''} | "
+        f"{_scores_with(r)} |"
     )
+
+
+def _scores_with(r: dict) -> str:
+    if r.get("promotion") == promo.CHAMPION:
+        return f"champion {r['scoring_model_version'].split('/')[1]}"
+    return r.get("promotion") or ""
+
 
 
 @dg.multi_asset(
@@ -256,6 +295,17 @@ def propensity_models(
         metric_rows = []
         explained: dict[str, int] = {}
         comparisons: dict[str, str] = {}
+        decisions: dict[str, str] = {}
+        reference = promo.reference_date(con, as_of)
+        ref_frame: list[pd.DataFrame] = []  # read once, when the first model needs it
+
+        def psi_of(model: pm.TrainResult, current: np.ndarray) -> float | None:
+            if reference is None:
+                return None
+            if not ref_frame:
+                ref_frame.append(reference_frame(con, reference, bgnbd_params))
+            return population_psi(model, ref_frame[0], current)
+
         for target in TARGETS:
             frame = read_training_frame(con, target, as_of, config, bgnbd_params)
             result = pm.train_target(frame, target, MODEL_FEATURE_COLUMNS, tc)
@@ -264,12 +314,33 @@ def propensity_models(
             version = (
                 f"{target}/{as_of.isoformat()}/{(result.data_fingerprint or 'none')[:12]}"
             )
+            # Champion and challenger (lib/promotion.py): tonight's model scores unless it is
+            # worse than its baseline beyond noise; the population drift of the scores that
+            # stand is recorded for the publish gate.
+            refusal = promo.challenger_refusal(result)
+            model, scoring_version = (result, version) if refusal is None else (None, None)
+            decision = promo.Decision(promo.PROMOTED)
+            if refusal is not None:
+                champion, model = promo.load_champion(con, target, as_of, paths.models)
+                if model is not None:
+                    decision = dataclasses.replace(champion, reason=refusal)
+                    scoring_version = champion.champion_version
+                else:
+                    decision = promo.Decision(promo.ABSENT, reason=refusal)
+            s = pm.score(model, scoring) if model is not None else None
+            psi = psi_of(model, s["score"].to_numpy()) if model is not None else None
+            decisions[target] = promo.describe(decision)
             row = {
                 "as_of_date": as_of,
                 "target": target,
                 "status": "absent" if result.absent_reason else "trained",
                 "absent_reason": result.absent_reason,
                 "model_version": version,
+                "promotion": decision.outcome,
+                "promotion_reason": decision.reason,
+                "scoring_model_version": scoring_version,
+                "population_psi": psi,
+                "psi_reference_date": reference if psi is not None else None,
                 "beats_baseline": result.beats_baseline,
                 "valid_cutoff": result.valid_cutoff,
                 "train_cutoffs": json.dumps(list(result.train_cutoffs)),
@@ -287,10 +358,17 @@ def propensity_models(
             row["btyd_verdict"] = (btyd.get("comparison") or {}).get("verdict")
             metric_rows.append(row)
             meta: dict = {"status": row["status"], "model_version": version,
-                          "model_dir": dg.MetadataValue.path(str(model_dir))}
+                          "model_dir": dg.MetadataValue.path(str(model_dir)),
+                          "promotion": decisions[target],
+                          "scoring_model_version": scoring_version or "none"}
+            if psi is not None:
+                meta["population_psi"] = psi
             if result.absent_reason:
                 context.log.warning(f"{target}: not trained — {result.absent_reason}")
                 meta["absent_reason"] = result.absent_reason
+            if decision.outcome != promo.PROMOTED:
+                context.log.warning(f"{target}: {decisions[target]}")
+            if model is None:
                 # Absent scores are NULL, never made up; the columns exist so every
                 # partition has the same schema.
                 empty_text = pd.Series([None] * len(scores), dtype="string")
@@ -300,11 +378,10 @@ def propensity_models(
                     scores[f"{target}_driver_{i}"] = empty_text
                     scores[f"{target}_driver_{i}_contribution"] = np.nan
                 scores[f"{target}_drivers_text"] = empty_text
-            else:
-                s = pm.score(result, scoring)
+            if model is not None:
                 explain = pm.explain_mask(s["raw_score"].to_numpy(),
                                           config.max_explained_customers)
-                d = pm.top_drivers(result, scoring.loc[explain], k=3,
+                d = pm.top_drivers(model, scoring.loc[explain], k=3,
                                    num_threads=config.predict_threads)
                 d.index = scoring.index[explain]
                 scores[f"{target}_score"] = s["score"].to_numpy()
@@ -322,6 +399,7 @@ def propensity_models(
                 scores[f"{target}_drivers_text"] = text.astype("string").reindex(
                     scores.index).to_numpy()
                 explained[target] = int(explain.sum())
+            if result.trained:
                 versus = pm.describe_comparison(result.baseline_comparison)
                 comparisons[target] = versus
                 if not result.beats_baseline:
@@ -365,7 +443,9 @@ def propensity_models(
                                        metadata=meta)
         metrics = pd.DataFrame(metric_rows)
         replace_partition(con, "segmentation.model_metrics", metrics, as_of)
-        model_versions = {r["target"]: r["model_version"] for r in metric_rows}
+        # the model that scored each target (a champion's, when tonight's was not promoted)
+        model_versions = {r["target"]: r["scoring_model_version"] or r["model_version"]
+                          for r in metric_rows}
         scores["model_versions"] = json.dumps(model_versions, sort_keys=True)
         n = replace_partition(con, "segmentation.propensity_scores", scores, as_of)
     table = "\n".join(metrics_row_md(r, comparisons.get(r["target"], "")) for r in metric_rows)
@@ -374,6 +454,7 @@ def propensity_models(
         metadata={
             "rows": n,
             "targets_trained": sum(r["status"] == "trained" for r in metric_rows),
+            "promotion": dg.MetadataValue.json(decisions),
             "customers_with_drivers": dg.MetadataValue.json(explained),
             "drivers_policy": (
                 f"every customer when at most {config.max_explained_customers:,} are scored; "
@@ -384,8 +465,10 @@ def propensity_models(
             ),
             "metrics_vs_baseline": dg.MetadataValue.md(
                 "| target | status | ROC AUC | baseline AUC | PR AUC | Brier | lift@10% "
-                "| beats baseline | AUC difference [95% CI] | BG/NBD AUC | vs BG/NBD |\n"
-                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + table
+                "| beats baseline | AUC difference [95% CI] | BG/NBD AUC | vs BG/NBD "
+                "| scores with |\n"
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+                + table
             ),
         },
     )

@@ -36,10 +36,12 @@ from dagster_project.defs.quality.candidates import (
 )
 from dagster_project.defs.resources import DataPaths
 from dagster_project.lib import activation as act
+from dagster_project.lib import drift
 from dagster_project.lib import exclusions as excl
 from dagster_project.lib import exports
 from dagster_project.lib import publish as pub
 from dagster_project.lib.segments import SEGMENTS
+from dagster_project.lib.warehouse import table_exists
 
 
 def _refuse(as_of, run_id: str, reason: str, **metadata) -> dg.Failure:
@@ -61,6 +63,29 @@ def gate_summary(con, versions: dict[str, str]) -> dict:
     return out
 
 
+class PublishConfig(dg.Config):
+    """What a person may decide for one run (the launchpad, or a backfill's config)."""
+
+    # A partition whose population drift fails (a score's PSI above drift.FAIL_PSI, recorded
+    # by the propensity asset for the model that scored) is not published unless this is set:
+    # a shift that large is a new season, a campaign or a broken source, and a person should
+    # look before the audiences go out.
+    allow_score_drift: bool = False
+
+
+def drifted_scores(con, as_of) -> dict[str, float]:
+    """{target: population PSI} of the scores of `as_of` whose drift fails (lib/drift.py)."""
+    if not table_exists(con, "segmentation", "model_metrics"):
+        return {}
+    cols = {r[0] for r in con.execute("describe segmentation.model_metrics").fetchall()}
+    if "population_psi" not in cols:
+        return {}
+    return dict(con.execute(
+        "select target, round(population_psi, 4) from segmentation.model_metrics "
+        "where as_of_date = ? and population_psi > ? order by target",
+        [as_of, drift.FAIL_PSI]).fetchall())
+
+
 @dg.asset(
     key="published_segments",
     group_name="publish",
@@ -70,8 +95,8 @@ def gate_summary(con, versions: dict[str, str]) -> dict:
     pool=DUCKDB_POOL,
     kinds={"duckdb", "csv"},
 )
-def published_segments(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
-                       paths: DataPaths):
+def published_segments(context: dg.AssetExecutionContext, config: PublishConfig,
+                       duckdb: DuckDBResource, paths: DataPaths):
     """Gated candidates swapped atomically into published.*, plus hashed audience upload files."""
     as_of = dt.date.fromisoformat(context.partition_key)
     run_id = context.run.run_id
@@ -85,6 +110,17 @@ def published_segments(context: dg.AssetExecutionContext, duckdb: DuckDBResource
                 f"this run wrote no audited candidate for {missing}; materialize "
                 f"audit_candidates and its checks in the same run as this asset"),
                 candidates_of_this_run=versions)
+        drifted = drifted_scores(con, as_of)
+        if drifted and not config.allow_score_drift:
+            raise _refuse(as_of, run_id, (
+                "score drift: the population's PSI fails (> "
+                f"{drift.FAIL_PSI}) for " + ", ".join(f"{t} {v}" for t, v in drifted.items())
+                + " (the score_drift check shows it against its reference day); to publish "
+                "anyway, run again with ops.published_segments.config.allow_score_drift: true"),
+                population_psi=drifted)
+        if drifted:
+            context.log.warning(f"publishing despite score drift {drifted} "
+                                "(allow_score_drift is set)")
         failed = {}
         for name in CANDIDATE_NAMES:
             ok, reason = pub.gate_passed(con, versions[name], REQUIRED_SUITES[name])
@@ -144,6 +180,7 @@ def published_segments(context: dg.AssetExecutionContext, duckdb: DuckDBResource
         "manifest": dg.MetadataValue.path(str(root / act.MANIFEST)),
         "manifest_sha256": _sha256(root / act.MANIFEST),
         "run_id": run_id,
+        "score_drift_overridden": dg.MetadataValue.json(drifted),
     })
 
 

@@ -72,13 +72,15 @@ def apply_consent_now(segments: pd.DataFrame, scores: pd.DataFrame, profile: pd.
         profile["marketing_consent"], profile["customer_id"], current)
     now = profile.assign(customer_id=profile["customer_id"].astype(str)).set_index(
         "customer_id")["marketing_consent"]
-    seg_now = segments["customer_id"].astype(str).map(now).fillna(False).astype(bool)
-    withdrawn = segments["marketing_consent"].fillna(False).astype(bool) & ~seg_now
+    seg_now = pd.Series(consent.as_bool(segments["customer_id"].astype(str).map(now)),
+                        index=segments.index)
+    withdrawn = pd.Series(consent.as_bool(segments["marketing_consent"]),
+                          index=segments.index) & ~seg_now
     stats = {}
     for name in SEGMENTS:
         flag = f"activate_{name}"
         if flag in segments.columns:
-            lost = withdrawn & segments[flag].fillna(False).astype(bool)
+            lost = withdrawn & consent.as_bool(segments[flag])
             if lost.any():
                 stats[name] = {"consent_withdrawn_left_out": int(lost.sum())}
             segments.loc[withdrawn, flag] = False
@@ -92,7 +94,8 @@ def apply_consent_now(segments: pd.DataFrame, scores: pd.DataFrame, profile: pd.
             "no marketing consent (withdrawn after the partition date)")
     segments["marketing_consent"] = seg_now
 
-    sc_now = scores["customer_id"].astype(str).map(now).fillna(False).astype(bool)
+    sc_now = pd.Series(consent.as_bool(scores["customer_id"].astype(str).map(now)),
+                       index=scores.index)
     withheld = [c for c in scores.columns
                 if c not in ("as_of_date", "customer_id", "model_versions")]
     for c in withheld:  # keep each column's dtype: NULL, not a re-typed object column
