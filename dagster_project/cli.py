@@ -272,10 +272,10 @@ def run(dates: list[str], run_config: dict | None = None) -> tuple[int, list[str
 
 
 def _rows(con, sql: str, params: list) -> list[tuple]:
-    """The query's rows, or none when its table is not built yet."""
+    """The query's rows, or none when its table (or column) is not built yet."""
     try:
         return con.execute(sql, params).fetchall()
-    except duckdb.CatalogException:
+    except (duckdb.CatalogException, duckdb.BinderException):
         return []
 
 
@@ -298,6 +298,12 @@ def first_lines(con, as_of: dt.date) -> list[str]:
     lines += [f"absent model {target}: {reason}" for target, reason in _rows(
         con, "select target, absent_reason from segmentation.model_metrics "
              "where as_of_date = ? and status = 'absent' order by target", [as_of])]
+    lines += [(f"model {target} not promoted ({reason}): " + (
+                  f"the champion {version} scores" if promotion == "champion" else "absent"))
+              for target, promotion, reason, version in _rows(
+        con, "select target, promotion, promotion_reason, scoring_model_version "
+             "from segmentation.model_metrics where as_of_date = ? and status = 'trained' "
+             "and promotion <> 'promoted' order by target", [as_of])]
     lines += [f"kept out of the features: {n:,} rows ({reason}; marts.orphan_orders)"
               for reason, n in _rows(
         con, "select reason, count(*) from marts.orphan_orders where as_of_date = ? "

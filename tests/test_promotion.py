@@ -137,6 +137,19 @@ def test_a_model_that_loses_to_its_baseline_does_not_score_its_champion_does(
     assert "target is absent" in said[no_champion_t]
     # tonight's model is still saved (for inspection), it just does not score
     assert (root / "models" / champion_t / NEXT.isoformat() / pm.MODEL_FILE).exists()
+    # and the summary's first lines say which model scored each refused target
+    from dagster_project import cli
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        lines = cli.first_lines(con, NEXT)
+    finally:
+        con.close()
+    said = {t: [x for x in lines if x.startswith(f"model {t} not promoted")]
+            for t in (champion_t, no_champion_t)}
+    assert len(said[champion_t]) == 1 and "the champion" in said[champion_t][0]
+    assert before.loc[champion_t, "model_version"] in said[champion_t][0]
+    assert len(said[no_champion_t]) == 1 and said[no_champion_t][0].endswith("absent")
 
 
 def pd_isna(v) -> bool:
