@@ -277,6 +277,47 @@ def test_a_real_second_process_lock_is_classified_transient(tmp_path):
     time.sleep(0.1)
 
 
+def test_an_outside_process_holding_the_warehouse_gives_a_clear_lock_error(tmp_path,
+                                                                          monkeypatch):
+    """After the connection's bounded retries (about 100 s, made short here), a step fails
+    with an error naming the file and the process that holds it, not DuckDB's IO error
+    alone; the run's failure then alerts (test above)."""
+    import subprocess
+    import sys
+
+    from dagster._utils import backoff
+    from dagster_duckdb import DuckDBResource
+
+    from dagster_project.defs.resources import WarehouseLocked, warehouse
+
+    delays = []
+
+    def fast(base_delay=0.1, backoff_factor=2.0):
+        while True:
+            delays.append(base_delay)
+            yield 0.001
+
+    monkeypatch.setattr(backoff, "exponential_delay_generator", fast)
+    db = tmp_path / "w.duckdb"
+    script = (f"import duckdb, time; c = duckdb.connect(r'{db}'); "
+              "c.execute('create table t(x int)'); print('ready', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(WarehouseLocked) as info:
+            with warehouse(DuckDBResource(database=str(db))):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    msg = str(info.value)
+    assert str(db) in msg and f"PID {holder.pid}" in msg and "close that process" in msg
+    assert len(delays) == 10  # bounded: ten retries, then the error
+    assert is_transient(info.value)  # the checks' step retry still sees the lock
+    with warehouse(DuckDBResource(database=str(db))) as con:  # free again: it opens
+        assert con.execute("select count(*) from t").fetchone() == (0,)
+
+
 def test_retry_on_lock_requests_a_retry_only_for_lock_errors():
     import dagster as dg
 

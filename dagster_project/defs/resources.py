@@ -1,6 +1,7 @@
 """Resources: the DuckDB warehouse, the dbt CLI and the data paths."""
 
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,6 +11,7 @@ from dagster_duckdb import DuckDBResource
 
 from dagster_project import settings
 from dagster_project.defs.dbt.project import ProjectDbtCliResource, dbt_executable, dbt_project
+from dagster_project.lib.retry import is_transient
 
 
 class DataPaths(dg.ConfigurableResource):
@@ -46,12 +48,39 @@ def private_warehouse(database: str) -> None:
             p.chmod(0o600)
 
 
+class WarehouseLocked(RuntimeError):
+    """Another process kept the warehouse file locked through every connection retry."""
+
+
+@contextmanager
+def _connection(duckdb) -> Iterator:
+    """`duckdb.get_connection()` (which retries a locked file for about 100 s with back-off),
+    its final lock error said plainly: which file, which process holds it, what to do."""
+    cm = duckdb.get_connection()
+    try:
+        con = cm.__enter__()
+    except Exception as exc:  # noqa: BLE001  (re-raised as is unless it is the lock)
+        if not is_transient(exc):
+            raise
+        holder = re.search(r"Conflicting lock is held in (.+?)(?:\. See|$)", str(exc))
+        raise WarehouseLocked(
+            f"the warehouse {duckdb.database} is locked by another process"
+            f"{' (' + holder.group(1) + ')' if holder else ''} and stayed locked through about "
+            "100 s of retries. DuckDB allows one writing process per file: close that process "
+            "(a DuckDB shell, a notebook, a second `dagster dev`) and run again.") from exc
+    try:
+        yield con
+    finally:
+        cm.__exit__(None, None, None)
+
+
 @contextmanager
 def warehouse(duckdb) -> Iterator:
     """`duckdb.get_connection()` that also closes the connection when the body raises:
     DuckDBResource closes it only on success, and the traceback Dagster keeps of a failed
-    step would hold the file open (and locked) in this process."""
-    with duckdb.get_connection() as con:
+    step would hold the file open (and locked) in this process. A lock that outlasts the
+    connection's retries is a `WarehouseLocked` error naming the holder."""
+    with _connection(duckdb) as con:
         try:
             private_warehouse(duckdb.database)
             yield con
