@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import http.server
@@ -257,24 +258,29 @@ def test_duckdb_lock_error_is_transient_and_data_errors_are_not(tmp_path):
     assert [lock_backoff_seconds(i) for i in range(3)] == [15, 30, 60]
 
 
-def test_a_real_second_process_lock_is_classified_transient(tmp_path):
+@contextlib.contextmanager
+def _second_process_holding(db):
+    """Another process with `db` open for writing (table t created), until the block ends;
+    yields its pid."""
     import subprocess
     import sys
-    import time
 
-    db = tmp_path / "w.duckdb"
     script = (f"import duckdb, time; c = duckdb.connect(r'{db}'); "
-              "c.execute('create table t(x int)'); print('ready', flush=True); time.sleep(30)")
+              "c.execute('create table t(x int)'); print('ready', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ready"
-        with pytest.raises(duckdb.Error) as info:
-            duckdb.connect(str(db), read_only=True)
-        assert is_transient(info.value)
+        yield holder.pid
     finally:
         holder.kill()
         holder.wait()
-    time.sleep(0.1)
+
+
+def test_a_real_second_process_lock_is_classified_transient(tmp_path):
+    with _second_process_holding(tmp_path / "w.duckdb"):
+        with pytest.raises(duckdb.Error) as info:
+            duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+        assert is_transient(info.value)
 
 
 def test_an_outside_process_holding_the_warehouse_gives_a_clear_lock_error(tmp_path,
@@ -282,9 +288,6 @@ def test_an_outside_process_holding_the_warehouse_gives_a_clear_lock_error(tmp_p
     """After the connection's bounded retries (about 100 s, made short here), a step fails
     with an error naming the file and the process that holds it, not DuckDB's IO error
     alone; the run's failure then alerts (test above)."""
-    import subprocess
-    import sys
-
     from dagster._utils import backoff
     from dagster_duckdb import DuckDBResource
 
@@ -299,19 +302,12 @@ def test_an_outside_process_holding_the_warehouse_gives_a_clear_lock_error(tmp_p
 
     monkeypatch.setattr(backoff, "exponential_delay_generator", fast)
     db = tmp_path / "w.duckdb"
-    script = (f"import duckdb, time; c = duckdb.connect(r'{db}'); "
-              "c.execute('create table t(x int)'); print('ready', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "ready"
+    with _second_process_holding(db) as pid:
         with pytest.raises(WarehouseLocked) as info:
             with warehouse(DuckDBResource(database=str(db))):
                 pass
-    finally:
-        holder.kill()
-        holder.wait()
     msg = str(info.value)
-    assert str(db) in msg and f"PID {holder.pid}" in msg and "close that process" in msg
+    assert str(db) in msg and f"PID {pid}" in msg and "close that process" in msg
     assert len(delays) == 10  # bounded: ten retries, then the error
     assert is_transient(info.value)  # the checks' step retry still sees the lock
     with warehouse(DuckDBResource(database=str(db))) as con:  # free again: it opens
