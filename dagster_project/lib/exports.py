@@ -18,8 +18,8 @@ A kill before (2) leaves an orphan run folder and the previous run on both sides
 between (2) and (3) leaves the tables on the new run and the link on the old one:
 `repair` — run by every publish step and by ``cli run`` before it starts — points each
 partition's link at the run its last publish_log row names, and removes run folders that no
-link points at. A folder written by an older version (a real ``<date>`` directory) is moved
-under ``.runs`` the first time its partition is switched.
+link points at. A folder written by an older version (a real ``<date>`` directory) is
+superseded like any run's the first time its partition is switched.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import duckdb
 
 from dagster_project.lib import publish as pub
 
@@ -56,14 +58,15 @@ def switch(exports: Path, as_of: dt.date | str, run_id: str) -> None:
     if not (target / COMPLETE).exists():
         raise FileNotFoundError(f"{target}: no complete export of run {run_id} to switch to")
     link = exports / str(as_of)
-    if link.exists() and not link.is_symlink():  # written by an older version: keep it
-        legacy = run_folder(exports, as_of, f"legacy-{link.stat().st_mtime_ns}")
+    before = current_run(exports, as_of)
+    if link.exists() and not link.is_symlink():  # written by an older version: superseded
+        before = f"legacy-{link.stat().st_mtime_ns}"
+        legacy = run_folder(exports, as_of, before)
         legacy.parent.mkdir(parents=True, exist_ok=True)
         os.replace(link, legacy)
     tmp = exports / f".{as_of}.link-{os.getpid()}"
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()
-    before = current_run(exports, as_of)
     tmp.symlink_to(Path(RUNS) / str(as_of) / str(run_id), target_is_directory=True)
     os.replace(tmp, link)
     if before and before != str(run_id):  # the superseded run's files (open readers keep them)
@@ -88,7 +91,7 @@ def repair(con, exports: Path) -> list[str]:
         last = dict(con.execute(
             "select cast(as_of_date as varchar), arg_max(run_id, published_at) "
             "from published.publish_log group by 1").fetchall())
-    except Exception:  # noqa: BLE001  (no publish yet: nothing to repair against)
+    except duckdb.CatalogException:  # no publish yet: nothing to repair against
         last = {}
     done = []
     for day in sorted(p for p in runs_root.iterdir() if p.is_dir()):
