@@ -17,6 +17,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from dagster_duckdb import DuckDBResource  # module level: the test asset's annotation
 
 from dagster_project.lib import alerts, drift
 from dagster_project.lib.ingest import IngestError
@@ -260,8 +261,8 @@ def test_duckdb_lock_error_is_transient_and_data_errors_are_not(tmp_path):
 
 @contextlib.contextmanager
 def _second_process_holding(db):
-    """Another process with `db` open for writing (table t created), until the block ends;
-    yields its pid."""
+    """Another process with `db` open for writing (table t created), until the block ends
+    (or it is killed); yields the process."""
     import subprocess
     import sys
 
@@ -270,7 +271,7 @@ def _second_process_holding(db):
     holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ready"
-        yield holder.pid
+        yield holder
     finally:
         holder.kill()
         holder.wait()
@@ -283,15 +284,10 @@ def test_a_real_second_process_lock_is_classified_transient(tmp_path):
         assert is_transient(info.value)
 
 
-def test_an_outside_process_holding_the_warehouse_gives_a_clear_lock_error(tmp_path,
-                                                                          monkeypatch):
-    """After the connection's bounded retries (about 100 s, made short here), a step fails
-    with an error naming the file and the process that holds it, not DuckDB's IO error
-    alone; the run's failure then alerts (test above)."""
+def _short_connection_retries(monkeypatch) -> list:
+    """DuckDBResource's ten connection retries, without their waits; returns the delays it
+    would have waited, as they are asked for."""
     from dagster._utils import backoff
-    from dagster_duckdb import DuckDBResource
-
-    from dagster_project.defs.resources import WarehouseLocked, warehouse
 
     delays = []
 
@@ -301,8 +297,22 @@ def test_an_outside_process_holding_the_warehouse_gives_a_clear_lock_error(tmp_p
             yield 0.001
 
     monkeypatch.setattr(backoff, "exponential_delay_generator", fast)
+    return delays
+
+
+def test_an_outside_process_holding_the_warehouse_gives_a_clear_lock_error(tmp_path,
+                                                                          monkeypatch):
+    """After the connection's bounded retries (about 100 s, made short here), a step fails
+    with an error naming the file and the process that holds it, not DuckDB's IO error
+    alone; the run's failure then alerts (test above)."""
+    from dagster_duckdb import DuckDBResource
+
+    from dagster_project.defs.resources import WarehouseLocked, warehouse
+
+    delays = _short_connection_retries(monkeypatch)
     db = tmp_path / "w.duckdb"
-    with _second_process_holding(db) as pid:
+    with _second_process_holding(db) as holder:
+        pid = holder.pid
         with pytest.raises(WarehouseLocked) as info:
             with warehouse(DuckDBResource(database=str(db))):
                 pass
@@ -312,6 +322,108 @@ def test_an_outside_process_holding_the_warehouse_gives_a_clear_lock_error(tmp_p
     assert is_transient(info.value)  # the checks' step retry still sees the lock
     with warehouse(DuckDBResource(database=str(db))) as con:  # free again: it opens
         assert con.execute("select count(*) from t").fetchone() == (0,)
+
+
+def _reads_the_warehouse():
+    """A step that opens the warehouse as every step of the project does."""
+    import dagster as dg
+
+    from dagster_project.defs.resources import warehouse
+
+    @dg.asset
+    def reads_the_warehouse(duckdb: DuckDBResource) -> int:
+        with warehouse(duckdb) as con:
+            return con.execute("select count(*) from t").fetchone()[0]
+
+    return reads_the_warehouse
+
+
+def test_a_step_whose_warehouse_stays_locked_is_retried_as_a_step(tmp_path, monkeypatch):
+    """Past the connection's own retries, a lock retries the whole step (15/30/60 s, made
+    short here): the outside process is gone by the second try, which runs."""
+    import dagster as dg
+    from dagster_duckdb import DuckDBResource
+
+    from dagster_project.defs.observability import retry
+
+    _short_connection_retries(monkeypatch)
+    db = tmp_path / "w.duckdb"
+    asked = []
+    with _second_process_holding(db) as holder:
+        def wait_after_releasing(retry_number):  # the holder goes away while the step waits
+            asked.append(retry_number)
+            holder.kill()
+            holder.wait()
+            return 0.01
+
+        monkeypatch.setattr(retry, "lock_backoff_seconds", wait_after_releasing)
+        result = dg.materialize([_reads_the_warehouse()],
+                                resources={"duckdb": DuckDBResource(database=str(db))})
+    assert result.success and result.output_for_node("reads_the_warehouse") == 0
+    assert asked == [0]
+    kinds = [e.event_type_value for e in result.all_events]
+    assert kinds.count("STEP_UP_FOR_RETRY") == 1 and kinds.count("STEP_RESTARTED") == 1
+
+
+def test_a_lock_that_outlasts_every_step_retry_fails_the_step_naming_the_holder(
+        tmp_path, monkeypatch):
+    import dagster as dg
+    from dagster_duckdb import DuckDBResource
+
+    from dagster_project.defs.observability import retry
+
+    _short_connection_retries(monkeypatch)
+    monkeypatch.setattr(retry, "lock_backoff_seconds", lambda n: 0.01)
+    db = tmp_path / "w.duckdb"
+    with _second_process_holding(db) as holder:
+        result = dg.materialize([_reads_the_warehouse()], raise_on_error=False,
+                                resources={"duckdb": DuckDBResource(database=str(db))})
+    assert not result.success
+    kinds = [e.event_type_value for e in result.all_events]
+    assert kinds.count("STEP_UP_FOR_RETRY") == 3  # then it gives up
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    text = str(failure.step_failure_data.error.to_string())
+    assert f"PID {holder.pid}" in text and "close that process" in text
+
+
+def test_every_step_opens_the_warehouse_through_the_retrying_connection():
+    """The rule above holds for every step because no step opens the file another way: no
+    module under defs/ calls get_connection() or duckdb.connect() but resources.py."""
+    import re
+
+    from dagster_project import settings
+
+    defs = settings.PROJECT_ROOT / "dagster_project" / "defs"
+    found = [f"{p.relative_to(defs)}:{n}" for p in defs.rglob("*.py")
+             if p.name != "resources.py" or p.parent != defs
+             for n, line in enumerate(p.read_text().splitlines(), 1)
+             if re.search(r"get_connection\(|duckdb\.connect\(", line)]
+    assert found == []
+    assert "with warehouse(duckdb) as con:" in (defs / "publish" / "assets.py").read_text()
+
+
+def test_dbts_own_lock_error_retries_the_dbt_step(tmp_path):
+    """dbt opens the file itself; the same lock seen by a real dbt invocation is a step retry
+    (the dbt asset wraps its build in retry_on_lock)."""
+    import dagster as dg
+    from dagster_dbt import DbtCliResource
+
+    from dagster_project import settings
+    from dagster_project.defs.dbt.project import dbt_executable
+    from dagster_project.defs.observability.retry import retry_on_lock
+
+    db = tmp_path / "w.duckdb"
+    dbt = DbtCliResource(project_dir=str(settings.DBT_DIR), profiles_dir=str(settings.DBT_DIR),
+                         dbt_executable=dbt_executable())
+    ctx = SimpleNamespace(retry_number=0, log=logging.getLogger("test"))
+    with _second_process_holding(db), pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DS_DUCKDB_PATH", str(db))
+        invocation = dbt.cli(["run", "--select", "stg_crm__customers"],
+                             target_path=tmp_path / "target")
+        with pytest.raises(dg.RetryRequested) as info, retry_on_lock(ctx):
+            list(invocation.stream())
+    assert info.value.seconds_to_wait == 15
+    assert "Conflicting lock" in str(info.value.__cause__)
 
 
 def test_retry_on_lock_requests_a_retry_only_for_lock_errors():

@@ -3,7 +3,7 @@
 
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import dagster as dg
@@ -11,6 +11,7 @@ from dagster_duckdb import DuckDBResource
 
 from dagster_project import settings
 from dagster_project.defs.dbt.project import ProjectDbtCliResource, dbt_executable, dbt_project
+from dagster_project.defs.observability.retry import retry_on_lock
 from dagster_project.lib.retry import is_transient
 
 
@@ -75,12 +76,14 @@ def _connection(duckdb) -> Iterator:
 
 
 @contextmanager
-def warehouse(duckdb) -> Iterator:
+def warehouse(duckdb, retry_step: bool = True) -> Iterator:
     """`duckdb.get_connection()` that also closes the connection when the body raises:
     DuckDBResource closes it only on success, and the traceback Dagster keeps of a failed
     step would hold the file open (and locked) in this process. A lock that outlasts the
-    connection's retries is a `WarehouseLocked` error naming the holder."""
-    with _connection(duckdb) as con:
+    connection's retries is a `WarehouseLocked` error naming the holder; inside a step (and
+    unless `retry_step` is False) it retries the whole step, 15/30/60 s later, first
+    (defs/observability/retry.py)."""
+    with retry_on_lock() if retry_step else nullcontext(), _connection(duckdb) as con:
         try:
             private_warehouse(duckdb.database)
             yield con

@@ -5,8 +5,9 @@ UTC); partitions stay UTC days whatever the schedule's timezone: a tick runs the
 that has ended by then. The schedule is RUNNING by default: starting the daemon is enough.
 
 Retries, in two layers (see lib/retry.py):
-- step level: a DuckDB lock error (another process holds the file) raises RetryRequested with
-  back-off; data errors (IngestError, a failed gate) are never retried.
+- step level: a DuckDB lock error (another process holds the file) that outlasts the
+  connection's own retries raises RetryRequested with back-off, in every step (they all open
+  the file through defs/resources.warehouse; the dbt step wraps its build); data errors (IngestError, a failed gate) are never retried.
 - run level: `dagster/max_retries` re-launches a run once when it failed *outside* its steps
   (worker killed, run monitoring timed it out); `retry_on_asset_or_op_failure: false` keeps a
   run that failed on bad data from being re-run. Only the daemon applies run retries

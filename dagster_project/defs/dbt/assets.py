@@ -10,7 +10,8 @@ from duckdb import Error as DuckDBError
 from dagster_project.defs.dbt.project import dbt_project
 from dagster_project.defs.dbt.translator import ProjectTranslator
 from dagster_project.defs.partitions import DUCKDB_POOL, daily_partitions, one_run_per_partition
-from dagster_project.defs.resources import warehouse
+from dagster_project.defs.observability.retry import retry_on_lock
+from dagster_project.defs.resources import WarehouseLocked, warehouse
 from dagster_project.lib.currency import reporting_currency
 from dagster_project.lib.dbt_vars import dbt_state_dir, dbt_vars
 from dagster_project.lib.warehouse import relation_row_counts
@@ -35,7 +36,9 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, duckdb: D
     invocation = dbt.cli(args, context=context, target_path=dbt_state_dir(duckdb.database))
     # dbt holds the warehouse's write lock until it exits, so the row counts are read after
     # the build: the events are collected (dbt's log still streams live) and yielded then.
-    events = list(invocation.stream())
+    # dbt opens the file itself: a process that took the lock since is a step retry too
+    with retry_on_lock(context):
+        events = list(invocation.stream())
     yield from with_row_counts(events, invocation.manifest["nodes"], duckdb,
                                dt.date.fromisoformat(as_of), context.log)
 
@@ -54,9 +57,9 @@ def with_row_counts(events, nodes, duckdb: DuckDBResource, as_of: dt.date, log):
     counts: dict = {}
     if relations:
         try:
-            with warehouse(duckdb) as con:
+            with warehouse(duckdb, retry_step=False) as con:
                 counts = relation_row_counts(con, relations, as_of)
-        except DuckDBError as exc:  # counts are metadata: never fail the build for them
+        except (DuckDBError, WarehouseLocked) as exc:  # metadata: never fail the build for it
             log.warning(f"row counts not read: {exc}")
     for ev in events:
         uid = _unique_id(ev)

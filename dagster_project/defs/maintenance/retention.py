@@ -9,7 +9,6 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from dagster_project import settings
-from dagster_project.defs.observability.retry import retry_on_lock
 from dagster_project.defs.partitions import DUCKDB_POOL
 from dagster_project.defs.resources import warehouse
 from dagster_project.lib import retention
@@ -25,7 +24,7 @@ def prune_old_partitions(context: dg.OpExecutionContext, config: RetentionConfig
                          duckdb: DuckDBResource):
     """Drop what no later night reads from partitions older than keep_days (labels, old
     feature dates, segmentation partitions, audit and superseded published versions)."""
-    with retry_on_lock(context), warehouse(duckdb) as con:
+    with warehouse(duckdb) as con:
         r = retention.prune(con, config.keep_days, settings.DBT_DIR / "dbt_project.yml",
                             dry_run=config.dry_run)
     context.log.info(("dry run: " if config.dry_run else "pruned: ") + r["summary"])

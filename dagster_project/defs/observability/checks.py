@@ -7,7 +7,6 @@ import dagster as dg
 import numpy as np
 from dagster_duckdb import DuckDBResource
 
-from dagster_project.defs.observability.retry import retry_on_lock
 from dagster_project.defs.partitions import DUCKDB_POOL, daily_partitions
 from dagster_project.defs.propensity.assets import population_psi, reference_frame
 from dagster_project.defs.resources import DataPaths, warehouse
@@ -74,7 +73,7 @@ def raw_source_freshness(context: dg.AssetCheckExecutionContext, paths: DataPath
         if f.landing == "delta" and f.status == "fresh" and t.raw_name == "crm__customers" \
                 and f.lag_days and f.lag_days > (f.max_lag_days or 0):
             # a customer master silent past its tolerance: judged by the orders that landed
-            with retry_on_lock(context), warehouse(duckdb) as con:
+            with warehouse(duckdb) as con:
                 evidence = unknown_customer_references(con, as_of, f.max_lag_days or 0)
             f = source_freshness(folder, t.raw_name, as_of, t.optional,
                                  unknown_reference=evidence)
@@ -186,7 +185,7 @@ def score_drift(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource,
     # person can look at a moved distribution (a new season, a campaign, a changed source)
     # and decide.
     as_of = dt.date.fromisoformat(context.partition_key)
-    with retry_on_lock(context), duckdb.get_connection() as con:
+    with warehouse(duckdb) as con:
         current = stored_scores(con, as_of)  # read once, used by both comparisons
         reference, stored = compute_drift(con, as_of, current)
         population = recorded_population_psi(con, as_of) if reference is not None else {}
