@@ -398,3 +398,91 @@ def test_files_and_tables_are_one_publish_when_killed_anywhere(tmp_path, point, 
     assert members == (130 if tables == "new" else 120)
     assert exports.repair(con, out) == []  # idempotent
     con.close()
+
+
+# --------------------------------------------------------------------------- full disk
+DISK_FULL_SCRIPT = r"""
+import json, resource, signal, sys
+from pathlib import Path
+import duckdb
+from dagster_project.lib import activation as act, exports, publish as pub
+path, exports_dir, limit, args = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+con = duckdb.connect(path)
+audiences = pub.read_candidate(con, args["versions"]["audiences"])
+# From here no file of this process may grow past `limit` bytes: a write beyond it fails with
+# EFBIG as a write to a full disk fails with ENOSPC (SIGXFSZ ignored, so it is an error).
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+try:
+    exports.publish_with_files(
+        con, exports_dir, args["as_of"], args["run_id"], args["versions"], args["required"],
+        lambda folder: act.write_audience_exports(audiences, exports_dir, args["as_of"],
+                                                  args["run_id"], {"success": True}, folder=folder))
+except Exception as exc:
+    print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+    sys.exit(1)
+print("published")
+"""
+
+
+@pytest.mark.parametrize("where", ["upload files", "warehouse commit"])
+def test_a_full_disk_leaves_the_published_surface_whole_and_the_next_run_cleans_up(tmp_path,
+                                                                                  where):
+    """The disk fills during publish, while the upload files are written (nothing may grow) or
+    when the warehouse commits (the files fit, the write-ahead log does not). The run fails
+    with the write error; the published tables, publish_log and the partition's files are the
+    previous run's, whole; the next run removes the failed run's files and publishes."""
+    from dagster_project.lib import exports
+
+    path, out = tmp_path / "warehouse.duckdb", tmp_path / "exports"
+    con = duckdb.connect(str(path))
+    old, _, _ = stage(con, D2, "run-old00001", make_segments(D2, "run-old"), make_members())
+    exports.publish_with_files(
+        con, out, D2, "run-old00001", old, REQUIRED,
+        lambda folder: act.write_audience_exports(pub.read_candidate(con, old["audiences"]),
+                                                  out, D2, "run-old00001", {"success": True},
+                                                  folder=folder))
+    new, _, _ = stage(con, D2, "run-new00002", make_segments(D2, "run-new", n=3100, seed=2),
+                      make_members(1300, seed_offset=7))
+    before = {n: published_rows(con, n) for n in ("segments", "audiences")}
+    # the largest file the run writes, measured on a scratch copy
+    scratch = tmp_path / "scratch"
+    act.write_audience_exports(pub.read_candidate(con, new["audiences"]), scratch, D2,
+                               "run-new00002", {"success": True}, folder=scratch / "x")
+    largest = max(p.stat().st_size for p in scratch.rglob("*") if p.is_file())
+    con.close()
+    files_before = file_hashes(out / D2)
+
+    limit = 0 if where == "upload files" else largest + 4096
+    args = {"as_of": D2, "run_id": "run-new00002", "versions": new, "required": REQUIRED}
+    proc = subprocess.run([sys.executable, "-c", DISK_FULL_SCRIPT, str(path), str(out),
+                           str(limit), json.dumps(args)], cwd=ROOT, capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    if where == "upload files":
+        assert "OSError: [Errno 27] File too large" in proc.stderr, proc.stderr
+    else:  # the files were all written; DuckDB's commit was what failed, and it rolled back
+        assert "Failed to commit" in proc.stderr and "rolled back" in proc.stderr, proc.stderr
+        assert (exports.run_folder(out, D2, "run-new00002") / act.MANIFEST).exists()
+
+    con = duckdb.connect(str(path))  # opens: the write-ahead log holds no half transaction
+    assert con.execute("select run_id from published.publish_log").fetchall() == [
+        ("run-old00001",)]
+    for name, rows in before.items():
+        pd.testing.assert_frame_equal(published_rows(con, name), rows)
+    assert file_hashes(out / D2) == files_before
+    assert exports.current_run(out, D2) == "run-old00001"
+
+    # the next run: the failed run's folder goes, then it publishes
+    assert exports.repair(con, out) == [
+        f"exports/{D2}: removed the files of run run-new00002, never published"]
+    assert [p.name for p in (out / exports.RUNS / D2).iterdir()] == ["run-old00001"]
+    exports.publish_with_files(
+        con, out, D2, "run-new00002", new, REQUIRED,
+        lambda folder: act.write_audience_exports(pub.read_candidate(con, new["audiences"]),
+                                                  out, D2, "run-new00002", {"success": True},
+                                                  folder=folder))
+    assert exports.current_run(out, D2) == "run-new00002"
+    assert len(pub.read_published(con, "segments")) == 3100
+    assert [p.name for p in (out / exports.RUNS / D2).iterdir()] == ["run-new00002"]
+    con.close()

@@ -104,3 +104,50 @@ def test_the_warehouse_file_is_for_its_owner_only(tmp_path):
         assert path.stat().st_mode & 0o777 == 0o600
     finally:
         os.umask(old)
+
+
+SPILLING = """
+import duckdb, sys
+con = duckdb.connect(sys.argv[1], config={"memory_limit": "30MB", "threads": 1,
+                                          "preserve_insertion_order": False})
+con.execute("create table t as select range i, md5(range::varchar) s from range(8000000) "
+            "order by s")
+"""
+
+
+def test_spill_files_of_a_killed_run_are_removed_by_the_next_step_that_opens_it(tmp_path):
+    """Found: a run killed (or stopped by a full disk) while DuckDB spilled left its spill
+    files beside the warehouse (450 MB after one sort), and reopening the file did not remove
+    them. The next step that opens the warehouse for writing removes them (no other process
+    can have it open then) and makes the folder owner-only (spilled rows are PII)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from dagster_project.lib.warehouse import spill_folder
+
+    db = tmp_path / "warehouse.duckdb"
+    duckdb.connect(str(db)).close()
+    proc = subprocess.Popen([sys.executable, "-c", SPILLING, str(db)])
+    folder = spill_folder(db)
+    while not (folder.is_dir() and any(folder.glob("duckdb_temp_*"))):
+        assert proc.poll() is None, "the sort ended before it spilled"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    left = sorted(folder.glob("duckdb_temp_*"))
+    assert left
+    duckdb.connect(str(db)).close()  # DuckDB itself leaves them
+    assert sorted(folder.glob("duckdb_temp_*")) == left
+
+    next_step = ("import sys\nfrom dagster_duckdb import DuckDBResource\n"
+                 "from dagster_project.defs.resources import warehouse\n"
+                 "with warehouse(DuckDBResource(database=sys.argv[1])) as con:\n"
+                 "    print(con.execute('select 42').fetchone()[0])\n")
+    done = subprocess.run([sys.executable, "-c", next_step, str(db)], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "42", done.stderr[-2000:]
+    assert "spill file(s) of a process that died" in done.stderr
+    assert not any(folder.glob("duckdb_temp_*"))
+    assert folder.stat().st_mode & 0o777 == 0o700

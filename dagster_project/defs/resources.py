@@ -1,6 +1,7 @@
 """Resources: the DuckDB warehouse, the dbt CLI and the data paths."""
 
 
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -11,8 +12,9 @@ from dagster_duckdb import DuckDBResource
 
 from dagster_project import settings
 from dagster_project.defs.dbt.project import ProjectDbtCliResource, dbt_executable, dbt_project
-from dagster_project.defs.observability.retry import retry_on_lock
+from dagster_project.defs.observability.retry import _current_step, retry_on_lock
 from dagster_project.lib.retry import is_transient
+from dagster_project.lib.warehouse import remove_stale_spill_files
 
 
 class DataPaths(dg.ConfigurableResource):
@@ -75,6 +77,11 @@ def _connection(duckdb) -> Iterator:
         cm.__exit__(None, None, None)
 
 
+def _log():
+    step = _current_step()
+    return step.log if step is not None else logging.getLogger(__name__)
+
+
 @contextmanager
 def warehouse(duckdb, retry_step: bool = True) -> Iterator:
     """`duckdb.get_connection()` that also closes the connection when the body raises:
@@ -86,6 +93,11 @@ def warehouse(duckdb, retry_step: bool = True) -> Iterator:
     with retry_on_lock() if retry_step else nullcontext(), _connection(duckdb) as con:
         try:
             private_warehouse(duckdb.database)
+            stale = remove_stale_spill_files(duckdb.database)
+            if stale:
+                _log().warning(
+                    f"removed {len(stale)} spill file(s) of a process that died "
+                    f"({sum(stale.values()) / 2**20:,.0f} MiB freed): " + ", ".join(stale))
             yield con
         finally:
             con.close()
