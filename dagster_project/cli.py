@@ -225,14 +225,31 @@ def alert(result, partition: str, line: str) -> None:
           file=sys.stderr, flush=True)
 
 
-def run(dates: list[str], run_config: dict | None = None) -> tuple[int, list[str]]:
-    """Run the partitions oldest first; (exit code, notes of the last run)."""
+def instance_of_home():
+    """The instance in DAGSTER_HOME (None without one), created under a file lock: on an
+    empty home Dagster creates its SQLite tables on first use, and two processes doing it at
+    once (cron's nightly and a hand backfill started together) both stamp the schema version,
+    which leaves the home unusable for every later process ("Version table 'alembic_version'
+    has more than one head present")."""
+    import fcntl
+
     import dagster as dg
 
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        return None
+    os.makedirs(home, exist_ok=True)
+    with open(os.path.join(home, ".instance.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return dg.DagsterInstance.get()
+
+
+def run(dates: list[str], run_config: dict | None = None) -> tuple[int, list[str]]:
+    """Run the partitions oldest first; (exit code, notes of the last run)."""
     from dagster_project.definitions import defs
 
     job = defs().resolve_job_def("nightly")
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
+    instance = instance_of_home()
     where = os.environ.get("DAGSTER_HOME")
     print(f"instance: {where if instance else 'ephemeral (DAGSTER_HOME not set)'}", flush=True)
     for line in repair_exports():

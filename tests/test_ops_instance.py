@@ -306,8 +306,21 @@ def pg_database():
 
 
 @pytest.mark.slow
-def test_the_postgres_instance_runs_a_partition_end_to_end(tiny, tmp_path, pg_database):
+def test_the_postgres_instance_runs_two_backfills_and_the_nightly_at_once(tiny, tmp_path,
+                                                                         pg_database,
+                                                                         monkeypatch):
+    """The production instance (PostgreSQL) with two backfills and the nightly started at the
+    same moment by three processes (cron's `cli run` and two hand backfills, `cli run --date A
+    --end B`): all three succeed; no two runs ever have a step inside the warehouse at the
+    same time (the `duckdb_warehouse` pool has one slot across runs and processes); each day
+    is published once, by its own run, with its files; and the instance records the runs,
+    their events and one record per check with its partition. (UI backfills go through the
+    daemon's run queue, one run at a time: test_a_ui_backfill_runs_one_day_at_a_time_oldest_first.)"""
+    import dagster as dg
+    import duckdb
     import psycopg2
+
+    from dagster_project.lib import exports
 
     home = tmp_path / "home"
     home.mkdir()
@@ -320,12 +333,51 @@ def test_the_postgres_instance_runs_a_partition_end_to_end(tiny, tmp_path, pg_da
     run_config.write_text(yaml.safe_dump({"ops": {
         "propensity_models": {"config": {"n_estimators": 60, "num_threads": 1}},
         "segments": {"config": {"min_segment_size": 50}}}}))
-    proc = subprocess.run(
-        [sys.executable, "-m", "dagster_project.cli", "run", "--date", END.isoformat(),
-         "--config", str(run_config)],
-        cwd=ROOT, env=env, capture_output=True, text=True, check=False)  # no timeout: a correct run may be slow
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    run_id = proc.stdout.split("succeeded (run ")[1].split(")")[0]
+    day = [(END - dt.timedelta(days=k)).isoformat() for k in (2, 1, 0)]
+    commands = {"backfill 1": ["--date", day[0], "--end", day[0]],
+                "backfill 2": ["--date", day[1], "--end", day[1]],
+                "nightly": ["--date", day[2]]}
+    procs = {}
+    for name, args in commands.items():
+        with open(tmp_path / f"{name}.log", "w") as out:
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "dagster_project.cli", "run", *args,
+                 "--config", str(run_config)],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    for name, proc in procs.items():  # no timeout: a correct run may be slow
+        assert proc.wait() == 0, (tmp_path / f"{name}.log").read_text()[-4000:]
+
+    for k in ("DS_PG_HOST", "DS_PG_PORT", "DS_PG_USER", "DS_PG_PASSWORD", "DS_PG_DB"):
+        monkeypatch.setenv(k, env[k])  # read by the instance's config
+    instance = dg.DagsterInstance.from_config(str(home))
+    records = instance.get_run_records()
+    assert sorted(r.dagster_run.tags["dagster/partition"] for r in records) == day
+    assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records)
+    intervals = {r.dagster_run.run_id: _step_intervals(instance, r.dagster_run.run_id)
+                 for r in records}
+    assert all(len(v) == 20 for v in intervals.values())  # every step of the nightly job ran
+    for a in intervals:
+        for b in intervals:
+            if a < b:
+                for s1, e1, k1 in intervals[a]:
+                    for s2, e2, k2 in intervals[b]:
+                        assert e1 <= s2 or e2 <= s1, f"{k1} of {a} overlapped {k2} of {b}"
+    # the three runs really were in flight together: they interleave
+    spans = sorted((min(s for s, _, _ in v), max(e for _, e, _ in v)) for v in intervals.values())
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
+
+    run_of = {r.dagster_run.tags["dagster/partition"]: r.dagster_run.run_id for r in records}
+    wh = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
+    try:
+        published = wh.execute("select cast(as_of_date as varchar), run_id, count(*) "
+                               "from published.publish_log group by 1, 2 order by 1").fetchall()
+    finally:
+        wh.close()
+    assert published == [(d, run_of[d], 1) for d in day]  # one publish per day, by its run
+    for d in day:
+        assert exports.current_run(data / "exports", d) == run_of[d]
+
+    run_id = run_of[END.isoformat()]
     with psycopg2.connect(dbname=pg_database, **PG) as con, con.cursor() as cur:
         cur.execute("select pipeline_name, status from runs where run_id = %s", [run_id])
         assert cur.fetchall() == [("nightly", "SUCCESS")]
@@ -426,3 +478,48 @@ def test_cli_run_waiting_on_a_live_run_names_it_and_gives_up_with_exit_1(
     assert f"held by run {holder.run_id}" in out.out and "ingest_sources" in out.out
     assert "gave up after 1 s" in out.err and "DS_WAIT_FOR_WAREHOUSE_SECONDS" in out.err
     assert instance.get_run_by_id(holder.run_id).status == dg.DagsterRunStatus.STARTED
+
+
+def _step_intervals(instance, run_id: str) -> list[tuple[float, float, str]]:
+    """(start, end, step) of every step of the run, from its event log."""
+    import dagster as dg
+
+    starts, out = {}, []
+    for rec in instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_START,
+                                                  dg.DagsterEventType.STEP_SUCCESS,
+                                                  dg.DagsterEventType.STEP_FAILURE}):
+        ev = rec.dagster_event
+        if ev.event_type == dg.DagsterEventType.STEP_START:
+            starts[ev.step_key] = rec.timestamp
+        else:
+            out.append((starts.pop(ev.step_key), rec.timestamp, ev.step_key))
+    assert not starts, f"steps of {run_id} that started and never ended: {sorted(starts)}"
+    return out
+
+
+INSTANCE_OF_HOME = """
+import sys
+from dagster_project.cli import instance_of_home
+instance_of_home().get_run_records()
+print("ok")
+"""
+
+
+def test_processes_starting_together_on_an_empty_home_share_one_instance(tmp_path):
+    """Found: cron's nightly and two hand backfills started together on a new DAGSTER_HOME
+    (SQLite) all created Dagster's tables at once; two stamped the schema version and every
+    process since fails ("Version table 'alembic_version' has more than one head present").
+    `cli run` creates the instance under a file lock."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.yaml").read_text())
+    env = _env(home, tmp_path / "data")
+    procs = [subprocess.Popen([sys.executable, "-c", INSTANCE_OF_HOME], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    outs = [p.communicate() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [e[-2000:] for _, e in outs]
+    assert [o.strip() for o, _ in outs] == ["ok"] * 4
+    later = subprocess.run([sys.executable, "-c", INSTANCE_OF_HOME], cwd=ROOT, env=env,
+                           capture_output=True, text=True, check=False)
+    assert later.returncode == 0, later.stderr[-2000:]
