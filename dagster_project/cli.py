@@ -21,6 +21,7 @@ see deploy/), else in a throw-away in-memory instance.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import sys
@@ -255,25 +256,28 @@ def run(dates: list[str], run_config: dict | None = None) -> tuple[int, list[str
     for line in repair_exports():
         print(line, flush=True)
     tags = {ALERTED_BY_TAG: "cli"}
-    if instance is not None:
-        from dagster_project.defs.observability import dead_runs
+    from dagster_project.defs.observability import dead_runs
 
+    if instance is not None:
         tags.update(dead_runs.process_tags())
-        timeout = wait_seconds()
-        if not dead_runs.wait_for_warehouse(instance, timeout,
-                                            lambda line: print(line, flush=True)):
-            line = (f"gave up after {timeout:.0f} s waiting for the warehouse, still held by "
-                    + "; ".join(dead_runs.slot_holders(instance))
-                    + ": nothing run. Let that run finish, or raise "
-                      "DS_WAIT_FOR_WAREHOUSE_SECONDS")
-            print(line, file=sys.stderr, flush=True)
-            return EXIT_NOTHING_PUBLISHED, [line]
+    timeout = wait_seconds()
     code, notes = EXIT_OK, []
     for d in dates:
-        print(f"== nightly partition {d}", flush=True)
-        result = job.execute_in_process(partition_key=d, instance=instance,
-                                        run_config=_quiet(run_config), raise_on_error=False,
-                                        tags=tags)
+        # each partition's run waits for its turn: no other run in flight (dead_runs.py)
+        with (dead_runs.warehouse_turn(instance, timeout, lambda line: print(line, flush=True))
+              if instance is not None else contextlib.nullcontext(True)) as turn:
+            if not turn:
+                line = (f"gave up after {timeout:.0f} s waiting for the warehouse, still held "
+                        "by " + "; ".join(dead_runs.slot_holders(instance) or
+                                          ["another `cli run`"])
+                        + f": partition {d} not run. Let that run finish, or raise "
+                          "DS_WAIT_FOR_WAREHOUSE_SECONDS")
+                print(line, file=sys.stderr, flush=True)
+                return EXIT_NOTHING_PUBLISHED, [line]
+            print(f"== nightly partition {d}", flush=True)
+            result = job.execute_in_process(partition_key=d, instance=instance,
+                                            run_config=_quiet(run_config),
+                                            raise_on_error=False, tags=tags)
         rc, line = outcome(result, d)
         notes = [line, *run_notes(result)]
         if rc != EXIT_OK:

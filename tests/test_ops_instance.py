@@ -311,9 +311,10 @@ def test_the_postgres_instance_runs_two_backfills_and_the_nightly_at_once(tiny, 
                                                                          monkeypatch):
     """The production instance (PostgreSQL) with two backfills and the nightly started at the
     same moment by three processes (cron's `cli run` and two hand backfills, `cli run --date A
-    --end B`): all three succeed; no two runs ever have a step inside the warehouse at the
-    same time (the `duckdb_warehouse` pool has one slot across runs and processes); each day
-    is published once, by its own run, with its files; and the instance records the runs,
+    --end B`): all three succeed; they take whole turns, one run after the other, the two
+    that wait saying for whom (a run-turn lock in DAGSTER_HOME and the instance's runs in
+    flight, defs/observability/dead_runs.py); each day is published once, by its own run,
+    with its files; and the instance records the runs,
     their events and one record per check with its partition. (UI backfills go through the
     daemon's run queue, one run at a time: test_a_ui_backfill_runs_one_day_at_a_time_oldest_first.)"""
     import dagster as dg
@@ -356,15 +357,15 @@ def test_the_postgres_instance_runs_two_backfills_and_the_nightly_at_once(tiny, 
     intervals = {r.dagster_run.run_id: _step_intervals(instance, r.dagster_run.run_id)
                  for r in records}
     assert all(len(v) == 20 for v in intervals.values())  # every step of the nightly job ran
-    for a in intervals:
-        for b in intervals:
-            if a < b:
-                for s1, e1, k1 in intervals[a]:
-                    for s2, e2, k2 in intervals[b]:
-                        assert e1 <= s2 or e2 <= s1, f"{k1} of {a} overlapped {k2} of {b}"
-    # the three runs really were in flight together: they interleave
-    spans = sorted((min(s for s, _, _ in v), max(e for _, e, _ in v)) for v in intervals.values())
-    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
+    # whole runs took turns: each run's steps all ended before the next run's first began
+    spans = sorted((min(s for s, _, _ in v), max(e for _, e, _ in v), run)
+                   for run, v in intervals.items())
+    for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+        assert end <= start, f"run {b} started a step before run {a} ended"
+    # ... because they were started together and two of them waited, saying for whom
+    waited = [n for n in commands
+              if "waiting for the warehouse, held by" in (tmp_path / f"{n}.log").read_text()]
+    assert len(waited) == 2, waited
 
     run_of = {r.dagster_run.tags["dagster/partition"]: r.dagster_run.run_id for r in records}
     wh = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
@@ -448,6 +449,48 @@ def test_cli_run_frees_a_killed_runs_slot_before_it_starts_and_says_so(tiny, tmp
     assert storage.get_concurrency_info(POOL).active_slot_count == 0
     assert len(said) == 1 and run_id in said[0] and "process" in said[0], said
     assert dead_runs.reap_dead_runs(instance) == []  # nothing left to do
+
+
+def test_runs_of_several_processes_take_whole_turns_first_come_first_served(tmp_path):
+    """A holds the turn; B asks, then C: B runs after A, C after B, each saying whom it
+    waits for (threads stand in for processes: each opens its own lock, as a process does)."""
+    import threading
+
+    import dagster as dg
+
+    from dagster_project.defs.observability import dead_runs
+
+    (tmp_path / "home").mkdir()
+    instance = dg.DagsterInstance.local_temp(str(tmp_path / "home"))
+    order, said = [], {"B": [], "C": []}
+    a_holds, a_release = threading.Event(), threading.Event()
+
+    def a():
+        with dead_runs.warehouse_turn(instance, 600, lambda line: None, every_s=0.05) as ok:
+            order.append(("A", ok))
+            a_holds.set()
+            a_release.wait()
+
+    def waiter(name):
+        with dead_runs.warehouse_turn(instance, 600, said[name].append, every_s=0.05) as ok:
+            order.append((name, ok))
+
+    threads = [threading.Thread(target=a)]
+    threads[0].start()
+    assert a_holds.wait(60)
+    for name in ("B", "C"):
+        threads.append(threading.Thread(target=waiter, args=(name,)))
+        threads[-1].start()
+        while not said[name]:  # queued, and said so
+            assert threads[-1].is_alive()
+            threading.Event().wait(0.01)
+    a_release.set()
+    for t in threads:
+        t.join()
+    assert order == [("A", True), ("B", True), ("C", True)]
+    assert "another `cli run`, starting its run" in said["B"][0]
+    assert "waiting since" in said["C"][0]  # B, queued before it
+    assert os.listdir(tmp_path / "home" / ".run-turn.queue") == []  # no ticket left
 
 
 def test_cli_run_waiting_on_a_live_run_names_it_and_gives_up_with_exit_1(
