@@ -54,14 +54,44 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(predicate, timeout: float, what: str, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+# A wait fails when what it waits on has exited, or has stopped moving: no progress (the
+# instance's event log, the daemon's heartbeats, a process's log) for STALL_S. Never on total
+# time: on a slow or loaded machine a correct run is only slower, and still moves.
+STALL_S = 600
+
+
+def _wait(predicate, what: str, progress, procs: dict | None = None, every: float = 0.5):
+    """Poll `predicate` until it is truthy and return its value. `progress()` is anything
+    that changes while the work moves; `procs`: {name: (process, its log)} that must not exit."""
+    last, since = progress(), time.monotonic()
+    while True:
         value = predicate()
         if value:
             return value
+        for name, (proc, log) in (procs or {}).items():
+            if proc.poll() is not None:
+                tail = Path(log).read_text(errors="replace")[-3000:] if log else ""
+                raise AssertionError(f"waiting for {what}: the {name} exited with code "
+                                     f"{proc.returncode}; the end of its log:\n{tail}")
+        now = progress()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since > STALL_S:
+            raise AssertionError(f"waiting for {what}: nothing moved for {STALL_S} s")
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _instance_progress(instance):
+    """Changes with every event any run logs and every daemon heartbeat."""
+    def progress():
+        beats = instance.get_daemon_heartbeats()
+        return (instance.event_log_storage.get_maximum_record_id(),
+                tuple(sorted((k, b.timestamp) for k, b in beats.items())))
+    return progress
+
+
+def _log_progress(log: Path):
+    return lambda: log.stat().st_size if log.exists() else -1
 
 
 def _start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -76,26 +106,13 @@ def _webserver(port: int, env: dict, log: Path) -> subprocess.Popen:
                    "-p", str(port)], env, log)
 
 
-# Loading the code location takes 10-20 s on a quiet machine; far longer beside the other
-# test worker's pipeline runs on 2 cores.
-SERVE_TIMEOUT = 240
-
-
 def _wait_for_graph(port: int, server: subprocess.Popen, log: Path) -> list[dict]:
-    """The webserver's asset nodes once it serves them; fails at once if it exited, and on
-    timeout, with the end of its log either way."""
-    deadline = time.monotonic() + SERVE_TIMEOUT
-    while time.monotonic() < deadline:
-        nodes = (_graphql(port, GRAPHQL_QUERY) or {}).get("assetNodes")
-        if nodes:
-            return nodes
-        if server.poll() is not None:
-            break
-        time.sleep(1)
-    state = ("exited with code %s" % server.returncode if server.poll() is not None
-             else f"served no asset graph within {SERVE_TIMEOUT} s")
-    tail = log.read_text(errors="replace")[-3000:]
-    raise AssertionError(f"the webserver on port {port} {state}; the end of its log:\n{tail}")
+    """The webserver's asset nodes once it serves them (loading the code location takes
+    10-20 s on a quiet machine, far longer beside the other test worker's runs); fails at
+    once if it exits, or if its log stops moving (_wait), with the end of its log."""
+    return _wait(lambda: (_graphql(port, GRAPHQL_QUERY) or {}).get("assetNodes"),
+                 f"the webserver on port {port} to serve the asset graph", _log_progress(log),
+                 {"webserver": (server, log)}, every=1)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -156,9 +173,11 @@ def test_a_run_killed_with_sigkill_does_not_block_the_next_run(tiny, tmp_path, m
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         _wait(lambda: instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE,
-              120, "run monitoring to mark the killed run failed")
-        _wait(lambda: storage.get_concurrency_info(POOL).active_slot_count == 0, 60,
-              "run monitoring to free the killed run's slot")
+              "run monitoring to mark the killed run failed", _instance_progress(instance),
+              {"daemon": (daemon, None)})
+        _wait(lambda: storage.get_concurrency_info(POOL).active_slot_count == 0,
+              "run monitoring to free the killed run's slot", _instance_progress(instance),
+              {"daemon": (daemon, None)})
     finally:
         _stop(daemon)
 
@@ -234,7 +253,7 @@ def test_a_ui_backfill_runs_one_day_at_a_time_oldest_first(tiny, tmp_path):
     # daemon started together on an empty home race to create them, and the loser exits
     # ("table alembic_version already exists"; seen in this test's daemon log).
     subprocess.run([str(BIN / "dagster"), "instance", "migrate"], cwd=ROOT, env=env,
-                   check=True, capture_output=True, timeout=120)
+                   check=True, capture_output=True)
     log = tmp_path / "webserver.log"
     procs = [_webserver(port, env, log),
              _start([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env,
@@ -257,7 +276,10 @@ def test_a_ui_backfill_runs_one_day_at_a_time_oldest_first(tiny, tmp_path):
             done = [r for r in records if r.dagster_run.is_finished]
             return records if len(done) == len(days) else None
 
-        records = _wait(finished, 300, "the backfill's three runs to finish", every=2)
+        records = _wait(finished, "the backfill's three runs to finish",
+                        _instance_progress(instance),
+                        {"webserver": (procs[0], log),
+                         "daemon": (procs[1], tmp_path / "daemon.log")}, every=2)
     finally:
         for proc in procs:
             _stop(proc)
@@ -477,7 +499,7 @@ def test_runs_of_several_processes_take_whole_turns_first_come_first_served(tmp_
 
     threads = [threading.Thread(target=a)]
     threads[0].start()
-    assert a_holds.wait(60)
+    a_holds.wait()
     for name in ("B", "C"):
         threads.append(threading.Thread(target=waiter, args=(name,)))
         threads[-1].start()
