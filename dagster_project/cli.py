@@ -23,8 +23,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import json
 import os
 import sys
+from pathlib import Path
 
 import duckdb
 
@@ -48,6 +50,23 @@ SUMMARY_TABLES = [
                      "count(*) FILTER (WHERE status = 'absent') || ' absent' "
                      "FROM segmentation.model_metrics WHERE as_of_date = $d", "models"),
 ]
+
+
+def missing_inputs() -> str | None:
+    """What is missing for a run to start, in one line (None: nothing): the data folder, or
+    the folders of the required sources (lib/contract.py)."""
+    from dagster_project.lib.contract import TABLES
+
+    raw = settings.raw_dir()
+    if not raw.is_dir():
+        return (f"no data folder: {shown(raw)} does not exist. Set DS_DATA_DIR to the folder "
+                "holding raw/, or generate synthetic data with `make data`")
+    absent = [f"{t.source}/{t.table}" for t in TABLES
+              if not t.optional and not (raw / t.source / t.table).is_dir()]
+    if absent:
+        return (f"{shown(raw)} has no folder for the required source(s) {', '.join(absent)} "
+                "(one CSV per day in each; README, Your own data)")
+    return None
 
 
 def latest_partition() -> str:
@@ -337,20 +356,58 @@ def first_lines(con, as_of: dt.date) -> list[str]:
     return lines
 
 
-def summary(date: str, notes: list[str] | None = None) -> None:
+def shown(path) -> str:
+    """A path as a reader can open it from here: relative below the working directory,
+    absolute elsewhere."""
+    rel = os.path.relpath(path)
+    return str(Path(path).resolve()) if rel.startswith("..") else rel
+
+
+def published_runs(con, date: str) -> tuple[str | None, str | None]:
+    """(the run that published `date`, or None; the latest published day, or None)."""
+    row = _rows(con, "select arg_max(run_id, published_at) from published.publish_log "
+                     "where as_of_date = ?", [dt.date.fromisoformat(date)])
+    latest = _rows(con, "select cast(max(as_of_date) as varchar) from published.publish_log", [])
+    return (row[0][0] if row else None), (latest[0][0] if latest else None)
+
+
+def uploads(date: str) -> list[str]:
+    """The partition's upload files, from its manifest: one line per audience."""
+    manifest = settings.exports_dir() / date / "manifest.json"
+    if not manifest.exists():
+        return []
+    entries = json.loads(manifest.read_text())["audiences"]
+    lines = []
+    for audience, e in sorted(entries.items()):
+        if e.get("exported"):
+            rows = max((f.get("rows", 0) for f in (e.get("files") or {}).values()), default=0)
+            lines.append(f"    {audience:<36} {rows:>9,} rows")
+        else:
+            lines.append(f"    {audience:<36} {'not exported':>14}: {e.get('reason')}")
+    return lines
+
+
+def summary(date: str, notes: list[str] | None = None) -> bool:
+    """Print what the warehouse holds for `date`; False when nothing was published for it."""
     db = settings.duckdb_path()
     for line in notes or []:
         print(line)
-    print(f"\nwarehouse: {os.path.relpath(db)}")
+    print(f"\nwarehouse: {shown(db)}")
     if not db.exists():
         print("  (no warehouse yet)")
-        return
+        return False
     try:
         con = duckdb.connect(str(db), read_only=True)
     except duckdb.IOException as e:
         print(f"  (not readable now: {str(e).splitlines()[0]})")
-        return
+        return True  # cannot tell; a run holds it
     try:
+        run_id, latest = published_runs(con, date)
+        if run_id is None:
+            print(f"  nothing published for {date}"
+                  + (f" (the latest published day is {latest})" if latest else
+                     " (nothing published yet)")
+                  + f": run `python -m dagster_project.cli run --date {date}`")
         for line in first_lines(con, dt.date.fromisoformat(date)):
             print(f"  {line}")
         for _, sql, label in SUMMARY_TABLES:
@@ -380,9 +437,23 @@ def summary(date: str, notes: list[str] | None = None) -> None:
             pass
     finally:
         con.close()
+    if run_id is not None:
+        files = uploads(date)
+        if files:
+            print(f"  upload files ({shown(settings.exports_dir() / date)}):")
+            for line in files:
+                print(line)
     for label, path in (("raw files", settings.raw_dir()), ("models", settings.models_dir()),
                         ("exports", settings.exports_dir()), ("reports", settings.reports_dir())):
-        print(f"  {label:<28} {os.path.relpath(path)}")
+        print(f"  {label:<28} {shown(path)}")
+    report = settings.reports_dir() / date / "segment_report.html"
+    if run_id is not None:
+        print("\nnext:")
+        if report.exists():
+            print(f"  open the report      {shown(report)}")
+        print(f"  upload the audiences {shown(settings.exports_dir() / date)}/<audience>/*.csv")
+        print("  browse runs, assets and checks in the UI: make dev (http://127.0.0.1:3000)")
+    return run_id is not None
 
 
 def prune(keep_days: int, dry_run: bool) -> int:
@@ -434,6 +505,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "prune":
         return prune(args.keep_days, dry_run=not args.apply)
     try:
+        if args.cmd == "run":
+            missing = missing_inputs()  # before anything else reads the folders
+            if missing:
+                raise UsageError(missing)
         date = latest_partition() if args.date == "latest" else args.date
         dates = _dates(date, args.end) if args.cmd == "run" else [_date(date, "--date").isoformat()]
         run_config = _run_config(args.config) if args.cmd == "run" else None
@@ -447,9 +522,41 @@ def main(argv: list[str] | None = None) -> int:
         rc, notes = run(dates, run_config)
         summary(dates[-1], notes)
         return rc
-    summary(dates[0])
-    return 0
+    return 0 if summary(dates[0]) else 1
+
+
+class ReaderSafe:
+    """stdout/stderr that survive their reader going away (`cli summary | head`): the rest
+    of the output is dropped, the command itself (a run) goes on and keeps its exit code,
+    and no BrokenPipeError traceback is printed."""
+
+    def __init__(self, stream):
+        self._stream, self.gone = stream, False
+
+    def _drop(self) -> None:
+        self.gone = True
+        with contextlib.suppress(OSError, ValueError):  # later writes, Python's last flush
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 if __name__ == "__main__":
+    sys.stdout, sys.stderr = ReaderSafe(sys.stdout), ReaderSafe(sys.stderr)
     raise SystemExit(main())

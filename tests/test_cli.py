@@ -66,3 +66,65 @@ def test_the_summary_of_a_warehouse_locked_by_another_process_is_one_line(
         holder.wait()
     assert "(not readable now: IO Error: Could not set lock on file" in out
     assert "Traceback" not in out
+
+
+def test_a_missing_data_folder_is_named_in_one_line_with_exit_2(tmp_path, monkeypatch, capsys):
+    """Found: a missing data folder took 109 s and a 30-line traceback blaming the warehouse
+    file. The folders are checked first."""
+    monkeypatch.setenv("DS_DATA_DIR", str(tmp_path / "nowhere"))
+    assert cli.main(["run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[0].startswith("usage:"), err  # argparse's usage, then one line
+    assert "no data folder" in err[1] and "nowhere" in err[1] and "DS_DATA_DIR" in err[1]
+
+    _land(tmp_path / "nowhere" / "raw", "crm/orders/2025-06-30.csv")
+    assert cli.main(["run", "--date", "2025-06-30"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "crm/customers, crm/order_lines" in line and "Traceback" not in line
+
+
+def _warehouse_published(tmp_path, monkeypatch, day: str):
+    import duckdb
+
+    db = tmp_path / "warehouse.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("create schema published")
+    con.execute("create table published.publish_log (as_of_date date, run_id varchar, "
+                "versions varchar, published_at timestamp)")
+    con.execute("insert into published.publish_log values (?, 'run-1', '{}', now())", [day])
+    con.close()
+    monkeypatch.setenv("DS_DUCKDB_PATH", str(db))
+    monkeypatch.setenv("DS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DS_PARTITION_START", "2025-01-01")
+
+
+def test_the_summary_of_a_day_nothing_was_published_for_says_so_and_exits_1(
+        tmp_path, monkeypatch, capsys):
+    _warehouse_published(tmp_path, monkeypatch, "2025-06-29")
+    assert cli.main(["summary", "--date", "2025-06-30"]) == 1
+    out = capsys.readouterr().out
+    assert "nothing published for 2025-06-30 (the latest published day is 2025-06-29)" in out
+    assert "cli run --date 2025-06-30" in out and "next:" not in out
+    assert cli.main(["summary", "--date", "2025-06-29"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing published" not in out and "next:" in out and "make dev" in out
+
+
+def test_a_reader_that_goes_away_ends_the_output_without_a_traceback(tmp_path, monkeypatch):
+    """Found: `cli summary | head` ended in a BrokenPipeError traceback. The output stops;
+    the command's exit code stays its own."""
+    import os
+    import subprocess
+    import sys
+
+    _warehouse_published(tmp_path, monkeypatch, "2025-06-29")
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        proc = subprocess.run([sys.executable, "-m", "dagster_project.cli", "summary",
+                               "--date", "2025-06-29"], cwd=settings.PROJECT_ROOT,
+                              stdout=write, stderr=subprocess.PIPE, text=True, check=False)
+    finally:
+        os.close(write)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
