@@ -424,7 +424,8 @@ def test_the_postgres_instance_runs_two_backfills_and_the_nightly_at_once(tiny, 
 
 def test_cli_exit_codes_are_2_for_usage_errors_and_1_for_a_failed_run(tiny, tmp_path):
     data = tmp_path / "data"
-    (data / "raw" / "crm").mkdir(parents=True)  # no required files at all -> the run fails
+    for table in ("customers", "orders", "order_lines"):  # no required file: the run fails
+        (data / "raw" / "crm" / table).mkdir(parents=True)
     env = _env(tmp_path / "nohome", data)
     env.pop("DAGSTER_HOME")
 
@@ -437,6 +438,11 @@ def test_cli_exit_codes_are_2_for_usage_errors_and_1_for_a_failed_run(tiny, tmp_
     assert cli("run", "--date", "1999-01-01").returncode == 2
     assert cli("frobnicate").returncode == 2
     assert cli("run", "--config", str(tmp_path / "missing.yaml")).returncode == 2
+    nothing = _env(tmp_path / "nohome", tmp_path / "nowhere")
+    nothing.pop("DAGSTER_HOME")
+    no_data = subprocess.run([sys.executable, "-m", "dagster_project.cli", "run"], cwd=ROOT,
+                             env=nothing, capture_output=True, text=True, check=False)
+    assert no_data.returncode == 2 and "no data folder" in no_data.stderr
     failed = cli("run", "--date", END.isoformat())
     assert failed.returncode == 1, failed.stderr[-3000:]
     assert "FAILED" in failed.stderr and "partition 2025-06-30 failed" in failed.stderr
