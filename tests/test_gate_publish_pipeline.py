@@ -357,3 +357,12 @@ def test_an_opt_out_landed_after_the_partition_keeps_the_customer_out_of_a_rerun
     published = read(db, "select marketing_consent, churn_90d_score from published.scores")
     assert published.loc[published.marketing_consent, "churn_90d_score"].notna().all()
     assert published.loc[~published.marketing_consent, "churn_90d_score"].isna().all()
+
+
+def test_a_first_nights_score_drift_says_it_compared_nothing_instead_of_passing(nightly):
+    """Found: on the first scored night score_drift showed "Passed" with nothing to compare."""
+    [drift] = [e for e in nightly["result"].get_asset_check_evaluations()
+               if e.check_name == "score_drift"]
+    assert not drift.passed and drift.severity == dg.AssetCheckSeverity.WARN
+    assert "not checked" in drift.description and "first night" in drift.description
+    assert drift.metadata["checked"].value is False

@@ -192,8 +192,13 @@ def score_drift(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource,
         if population is None:
             population = population_drift(con, as_of, reference, paths.models, current)
     if reference is None:
-        return dg.AssetCheckResult(passed=True, description="no earlier scored day to compare with",
-                                   metadata={"reference_date": "none"})
+        # nothing was compared, so not "Passed": a warning that says why (the first scored
+        # night, or a backfill older than every other scored day)
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.WARN,
+            description=f"not checked: no scored day before {as_of} to compare with (the "
+                        "first night); drift is checked from the next night on",
+            metadata={"reference_date": "none", "checked": False})
     # the verdict: population PSI; the stored scores' PSI only where no model could re-score
     judged = {t: population[t] if population.get(t) is not None else stored.get(t)
               for t in LABELS}
