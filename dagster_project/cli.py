@@ -155,7 +155,9 @@ def _quiet(run_config: dict | None) -> dict:
     event; the full log is in the instance and the UI). DS_LOG_LEVEL overrides."""
     config = dict(run_config or {})
     level = os.environ.get("DS_LOG_LEVEL", "INFO")
-    config.setdefault("loggers", {"console": {"config": {"log_level": level}}})
+    # and one line per finished step with its duration (defs/observability/progress.py)
+    config.setdefault("loggers", {"console": {"config": {"log_level": level}},
+                                  "progress": {}})
     return config
 
 

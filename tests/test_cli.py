@@ -128,3 +128,30 @@ def test_a_reader_that_goes_away_ends_the_output_without_a_traceback(tmp_path, m
         os.close(write)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_cli_runs_print_one_line_per_finished_step_with_its_duration(capsys):
+    """Found: `make run` was minutes of silence, or every Dagster event at DEBUG. The CLI's
+    run config adds the progress logger: a line as each step ends, with its seconds."""
+    import dagster as dg
+
+    from dagster_project.defs.observability.progress import loggers
+
+    @dg.asset
+    def first() -> int:
+        return 1
+
+    @dg.asset
+    def second(first: int) -> int:
+        raise ValueError("bad")
+
+    job = dg.define_asset_job("progress_test", selection=[first, second])
+    defs = dg.Definitions.merge(loggers(), dg.Definitions(assets=[first, second], jobs=[job]))
+    result = defs.resolve_job_def("progress_test").execute_in_process(
+        run_config=cli._quiet(None), raise_on_error=False)
+    assert not result.success
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()
+             if line.startswith("  ")]
+    assert [(w[0], w[1], w[-1]) for w in lines] == [("done", "first", "s"),
+                                                    ("FAILED", "second", "s")]
+    assert all(float(w[2]) >= 0 for w in lines)

@@ -384,6 +384,9 @@ def test_the_postgres_instance_runs_two_backfills_and_the_nightly_at_once(tiny, 
                    for run, v in intervals.items())
     for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
         assert end <= start, f"run {b} started a step before run {a} ended"
+    # each printed one line per finished step, as it went (defs/observability/progress.py)
+    nightly_log = (tmp_path / "nightly.log").read_text()
+    assert sum(line.startswith("  done ") for line in nightly_log.splitlines()) == 20
     # ... because they were started together and two of them waited, saying for whom
     waited = [n for n in commands
               if "waiting for the warehouse, held by" in (tmp_path / f"{n}.log").read_text()]
