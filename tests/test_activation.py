@@ -63,6 +63,10 @@ def test_google_email_and_phone_rules():
     ("+49 (0)30 1234567", "DE", "+49301234567"),
     ("+44 (0) 20 7946 0018", None, "+442079460018"),
     ("0049 (0)30 1234567", None, "+49301234567"),
+    # found: Austrian and Belgian numbers were dropped (no rule for their country)
+    ("0664 1234567", "AT", "+436641234567"),
+    ("0470 12 34 56", "BE", "+32470123456"),
+    ("079 123 45 67", "CH", "+41791234567"),
 ])
 def test_national_formats_to_e164(raw, country, e164):
     assert act.normalize_phone_e164(raw, country) == e164
@@ -70,11 +74,55 @@ def test_national_formats_to_e164(raw, country, e164):
 
 
 @pytest.mark.parametrize("raw,country", [
-    ("030 1234567", None), ("030 1234567", "JP"), ("call me", "DE"), ("12", "US"),
+    ("030 1234567", None), ("call me", "DE"), ("12", "US"),
     ("+0 123 4567", None), ("", "DE"), (None, "DE"),
+    # found: '+'-numbers that are no valid number of the country they name were hashed
+    ("+49 123", None), ("+1 555 01", "US"), ("+44 7946", None), ("=1+2", "DE"),
 ])
 def test_unparseable_phone_is_null(raw, country):
     assert act.normalize_phone_e164(raw, country) is None
+
+
+def test_google_and_meta_names_lose_punctuation_and_extra_spaces():
+    for rule in (act.normalize_name_google, act.normalize_name_meta):
+        assert rule("  Mary-Ann   O'Neil ") == "maryann oneil"
+        assert rule("Dr. Jürgen") == "dr jürgen"
+        assert rule(" .. ") is None
+
+
+@pytest.mark.parametrize("raw,country,meta", [
+    ("SW1A 1AA", "GB", "sw1a1"),   # UK: area, district and sector
+    ("M1 1AE", "gb", "m11"),
+    ("sw1a1aa", "GB", "sw1a1"),    # written without the space
+    ("94105-1234", "US", "94105"),  # US: the first 5 digits
+    ("10115", "DE", "10115"),
+    ("1010-001", "PT", "1010001"),
+])
+def test_meta_postcodes_follow_its_per_country_rule(raw, country, meta):
+    assert act.normalize_zip_meta(raw, country) == meta
+
+
+def test_the_manifest_gives_match_key_coverage_and_warns_near_the_minimum(tmp_path):
+    raw = raw_members({"win_back": 150})
+    raw.loc[raw.index[:40], ["email", "phone"]] = None  # 40 with a name and postal code only
+    raw.loc[raw.index[:10], "zip"] = None                # 10 of them with no key at all
+    prepared, stats = act.prepare_audience_members(raw)
+    man = act.write_audience_exports(prepared, tmp_path, "2025-03-01", "run-1", GATE_OK,
+                                     stats=stats)
+    entry = man["audiences"]["win_back"]
+    assert entry["match_keys"] == {"email": round(110 / 150, 3), "phone": round(110 / 150, 3),
+                                   "name_and_address": round(140 / 150, 3),
+                                   "rows_with_a_key": 140}
+    assert entry["exported"] and "140 rows with a match key" in entry["warning"]
+    assert set(man["upload_notes"]) == {"google", "meta", "suppression"}
+
+    raw.loc[raw.index[:60], ["email", "phone", "zip"]] = None  # 90 rows with a key < 100
+    prepared, stats = act.prepare_audience_members(raw)
+    man = act.write_audience_exports(prepared, tmp_path, "2025-03-02", "run-2", GATE_OK,
+                                     stats=stats)
+    entry = man["audiences"]["win_back"]
+    assert not entry["exported"] and "90 of 150 exportable members have a match key" in \
+        entry["reason"]
 
 
 def raw_members(sizes, holdout_every=0, seed_offset=0):
@@ -111,7 +159,8 @@ def test_prepare_hashes_everything():
     assert r.email_sha256 == h("user0@example.com")
     assert r.phone_google_sha256 == h("+49301000000")
     assert r.phone_meta_sha256 == h("49301000000")
-    assert r.fn_google_sha256 == h("anna-lena") and r.fn_meta_sha256 == h("annalena")
+    assert r.fn_google_sha256 == h("annalena") and r.fn_meta_sha256 == h("annalena")
+    assert r.extern_id_sha256 == h("C000000")
     assert r.ln_meta_sha256 == h("müller")
     assert r.country == "DE" and r.country_meta_sha256 == h("de")
     assert r.zip == "10115" and r.zip_meta_sha256 == h("10115")
@@ -132,7 +181,7 @@ def test_files_headers_holdout_and_manifest(tmp_path):
     g = (folder / act.GOOGLE_FILE).read_text().splitlines()
     m = (folder / act.META_FILE).read_text().splitlines()
     assert g[0] == "Email,Phone,First Name,Last Name,Country,Zip"
-    assert m[0] == "email,phone,fn,ln,country,zip"
+    assert m[0] == "email,phone,fn,ln,country,zip,extern_id"
     assert len(g) - 1 == 130 - 13 == len(m) - 1          # holdout members left out
     assert g[1].endswith(",DE,10115")                      # Google: country/zip unhashed
     assert all(len(c) == 64 for c in m[1].split(","))    # Meta: everything hashed

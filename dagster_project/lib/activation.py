@@ -7,23 +7,26 @@ data"; Display & Video 360 "Prepare user data"; CSV template headers
 ``Email,Phone,First Name,Last Name,Country,Zip``):
 - email: trim, lower-case, then hash.
 - phone: E.164 *with* the leading "+" (e.g. "+18005550100"), then hash.
-- first / last name: trim, lower-case, then hash.
+- first / last name: lower-case, no punctuation, inner spaces collapsed to one, then hash.
 - country: two-letter ISO 3166-1 code, NOT hashed; zip: NOT hashed.
 
 Meta custom audiences (Marketing API "Custom Audiences -- hashing and normalizing data" and
 Conversions API "Customer information parameters"; list headers ``email,phone,fn,ln,
-country,zip``):
+country,zip,extern_id``):
 - email: trim, lower-case, hash ("John_Smith@gmail.com" -> "john_smith@gmail.com").
 - phone: digits only, country code kept, no "+", no leading zeros, hash
   ("(650)555-1212" US -> "16505551212").
 - fn / ln: lower-case, no punctuation, UTF-8 kept ("Valéry" -> "valéry"), hash.
 - country: lower-case two-letter ISO 3166-1 code, hashed.
-- zip: lower-case, no spaces or dashes (US: first 5 digits), hashed.
+- zip: lower-case, no spaces or dashes; US: the first 5 digits; UK: area, district and
+  sector ("SW1A 1AA" -> "sw1a1"); hashed.
+- extern_id: the CRM customer id, hashed (send external_id from the pixel or the
+  Conversions API hashed the same way, and Meta matches the two).
 
-National phone numbers are converted to E.164 with a small rule table (DE, FR, GB, US, NL,
-ES, IT) using the customer's country: a national trunk "0" is dropped where the country uses
-one; Italy keeps its leading 0 (it is part of the number in E.164) and Spain has no trunk
-prefix. A number that cannot be normalised becomes null and is counted.
+Phone numbers go through libphonenumber (the `phonenumbers` package: every country's
+numbering plan, kept current by Google) with the customer's country for national numbers: a
+number that is not a valid number of its country, or of the country its "+" prefix names, is
+left out and counted (unparseable_phones), never hashed as it came.
 
 Files are written to a temporary name in the same folder and `os.replace`d (readers keep the
 old file); rows are sorted so identical input gives byte-identical files. A manifest per
@@ -44,28 +47,16 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import phonenumbers
 
 PLATFORM_MIN_SIZE = 100
 GOOGLE_FILE = "google_customer_match.csv"
 META_FILE = "meta_custom_audience.csv"
 GOOGLE_HEADERS = ("Email", "Phone", "First Name", "Last Name", "Country", "Zip")
-META_HEADERS = ("email", "phone", "fn", "ln", "country", "zip")
+META_HEADERS = ("email", "phone", "fn", "ln", "country", "zip", "extern_id")
 MANIFEST = "manifest.json"
 
-# country -> (calling code, national trunk prefix dropped in E.164, national number lengths)
-PHONE_RULES: dict[str, tuple[str, str | None, tuple[int, ...]]] = {
-    "DE": ("49", "0", tuple(range(6, 12))),
-    "FR": ("33", "0", (9,)),
-    "GB": ("44", "0", (9, 10)),
-    "US": ("1", None, (10,)),
-    "NL": ("31", "0", (9,)),
-    "ES": ("34", None, (9,)),
-    "IT": ("39", None, tuple(range(6, 12))),
-}
-
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_PHONE_PUNCT = re.compile(r"[\s().\-/]")
-_TRUNK_IN_INTERNATIONAL = re.compile(r"\(\s*0\s*\)")
 _RAW_PHONE = re.compile(r"^(?:\s*\+\s*\d|[\s().\-/]*(?:\d[\s().\-/]*){7,}$)")
 
 
@@ -97,33 +88,21 @@ def normalize_email(value: Any) -> str | None:
 
 
 def normalize_phone_e164(value: Any, country: Any = None) -> str | None:
-    """'+<country code><number>' or None when it cannot be normalised."""
+    """'+<country code><number>' for a valid number, else None. A national number is read
+    with the customer's country (libphonenumber); '00' starts an international one."""
     if _blank(value):
         return None
     s = str(value).strip()
-    if s.startswith(("+", "00")):  # '+49 (0)30 ...': the trunk digit is not dialled from abroad
-        s = _TRUNK_IN_INTERNATIONAL.sub("", s)
-    s = _PHONE_PUNCT.sub("", s)
-    if s.startswith("+"):
-        digits = s[1:]
-    elif s.startswith("00"):  # international call prefix
-        digits = s[2:]
-    else:
-        cc = None if _blank(country) else str(country).strip().upper()
-        if cc not in PHONE_RULES or not s.isdigit():
-            return None
-        code, trunk, lengths = PHONE_RULES[cc]
-        national = s
-        if trunk and national.startswith(trunk):
-            national = national[len(trunk):]
-        elif cc == "US" and len(national) == 11 and national.startswith("1"):
-            national = national[1:]
-        if len(national) not in lengths:
-            return None
-        digits = code + national
-    if not digits.isdigit() or digits.startswith("0") or not 8 <= len(digits) <= 15:
+    if s.startswith("00"):
+        s = "+" + s[2:]
+    region = None if _blank(country) else str(country).strip().upper()
+    try:
+        number = phonenumbers.parse(s, region if region and len(region) == 2 else None)
+    except phonenumbers.NumberParseException:
         return None
-    return "+" + digits
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def normalize_phone_meta(value: Any, country: Any = None) -> str | None:
@@ -132,19 +111,25 @@ def normalize_phone_meta(value: Any, country: Any = None) -> str | None:
     return None if e164 is None else e164[1:].lstrip("0")
 
 
-def normalize_name_google(value: Any) -> str | None:
-    if _blank(value):
-        return None
-    return str(value).strip().lower()
-
-
-def normalize_name_meta(value: Any) -> str | None:
+def _clean_name(value: Any) -> str | None:
+    """Lower-case, no punctuation, inner spaces collapsed to one, accents kept (NFC)."""
     if _blank(value):
         return None
     s = unicodedata.normalize("NFC", str(value).strip().lower())
     s = "".join(ch for ch in s if not unicodedata.category(ch).startswith("P"))
     s = " ".join(s.split())
     return s or None
+
+
+def normalize_name_google(value: Any) -> str | None:
+    """Google: lower-case, no punctuation, inner spaces collapsed ("Mary-Ann  O'Neil" ->
+    "maryann oneil")."""
+    return _clean_name(value)
+
+
+def normalize_name_meta(value: Any) -> str | None:
+    """Meta: lower-case, no punctuation, UTF-8 kept ("Valéry" -> "valéry")."""
+    return _clean_name(value)
 
 
 def normalize_country(value: Any) -> str | None:
@@ -177,11 +162,22 @@ def normalize_zip_google(value: Any) -> str | None:
 
 
 def normalize_zip_meta(value: Any, country: Any = None) -> str | None:
+    """Lower-case, no spaces or dashes; US: the first 5 digits; GB: area, district and sector
+    (the outward code and the inward code's first digit: "SW1A 1AA" -> "sw1a1")."""
     s = valid_zip(value)
     if s is None:
         return None
+    cc = normalize_country(country)
+    if cc == "GB":
+        parts = s.lower().replace("-", " ").split()
+        compact = "".join(parts)
+        if len(parts) == 2 and parts[1][:1].isdigit():
+            return parts[0] + parts[1][0]
+        if 5 <= len(compact) <= 7 and compact[-3].isdigit():  # written without the space
+            return compact[:-2]
+        return compact or None
     s = re.sub(r"[\s\-]", "", s.lower())
-    if normalize_country(country) == "US":
+    if cc == "US":
         s = s[:5]
     return s or None
 
@@ -246,7 +242,7 @@ PREPARED_COLUMNS = (
     "audience", "customer_id", "marketing_consent", "holdout",
     "email_sha256", "phone_google_sha256", "phone_meta_sha256",
     "fn_google_sha256", "ln_google_sha256", "fn_meta_sha256", "ln_meta_sha256",
-    "country", "zip", "country_meta_sha256", "zip_meta_sha256",
+    "country", "zip", "country_meta_sha256", "zip_meta_sha256", "extern_id_sha256",
 )
 
 
@@ -297,6 +293,7 @@ def prepare_audience_members(members: pd.DataFrame) -> tuple[pd.DataFrame, dict]
             "zip": normalize_zip_google(r.zip),
             "country_meta_sha256": sha256_hex(None if country is None else country.lower()),
             "zip_meta_sha256": sha256_hex(normalize_zip_meta(r.zip, r.country)),
+            "extern_id_sha256": sha256_hex(str(r.customer_id)),
         })
     out = pd.DataFrame(recs, columns=list(PREPARED_COLUMNS))
     out = out.astype({"marketing_consent": "object", "holdout": "bool"})
@@ -395,7 +392,38 @@ def google_rows(members: pd.DataFrame) -> list[tuple]:
 def meta_rows(members: pd.DataFrame) -> list[tuple]:
     return [tuple(_none(v) for v in r) for r in members[[
         "email_sha256", "phone_meta_sha256", "fn_meta_sha256", "ln_meta_sha256",
-        "country_meta_sha256", "zip_meta_sha256"]].itertuples(index=False)]
+        "country_meta_sha256", "zip_meta_sha256", "extern_id_sha256"]].itertuples(index=False)]
+
+
+# An audience whose rows with a match key are fewer than this many times the platform minimum
+# is exported with a warning: the platforms' minimum counts matched users, not rows.
+NEAR_MINIMUM = 2
+
+UPLOAD_NOTES = {
+    "google": (f"{GOOGLE_FILE}: Google Ads > Audience manager > Customer list, 'Upload emails, "
+               "phones, and/or mailing addresses', hashed (SHA-256) data; Country and Zip are "
+               "plain, as Google asks."),
+    "meta": (f"{META_FILE}: Ads Manager > Audiences > Custom audience > Customer list; every "
+             "column is SHA-256 hashed and already normalised; extern_id is the hashed CRM "
+             "customer id (send external_id hashed the same way from the pixel or the "
+             "Conversions API)."),
+    "suppression": ("suppress_* audiences are exclusion lists: add them as excluded audiences. "
+                    "They hold only customers with marketing consent, like every upload "
+                    "(no personal data goes to a platform without it)."),
+}
+
+
+def match_key_coverage(members: pd.DataFrame) -> dict[str, Any]:
+    """Share of `members` (prepared rows) with each match key, and how many have one at all:
+    an email, a phone, or a name with a postal code and country (the platforms' address key)."""
+    n = len(members)
+    email = members["email_sha256"].notna()
+    phone = members["phone_google_sha256"].notna()
+    address = (members["fn_google_sha256"].notna() & members["ln_google_sha256"].notna()
+               & members["zip"].notna() & members["country"].notna())
+    share = (lambda m: round(float(m.mean()), 3)) if n else (lambda m: 0.0)
+    return {"email": share(email), "phone": share(phone), "name_and_address": share(address),
+            "rows_with_a_key": int((email | phone | address).sum())}
 
 
 def write_audience_exports(prepared: pd.DataFrame, exports_dir, as_of, run_id: str,
@@ -433,6 +461,7 @@ def write_audience_exports(prepared: pd.DataFrame, exports_dir, as_of, run_id: s
                  if k in gate},
         "audiences": {},
     }
+    manifest["upload_notes"] = UPLOAD_NOTES
     for k, v in (extra or {}).items():
         manifest.setdefault(str(k), v)
     for audience in sorted(prepared["audience"].astype(str).unique()):
@@ -445,9 +474,15 @@ def write_audience_exports(prepared: pd.DataFrame, exports_dir, as_of, run_id: s
             **{k: int(v) for k, v in (stats or {}).get(audience, {}).items()},
         }
         folder = root / _safe_dir(audience)
-        if len(eligible) < min_size:
+        coverage = match_key_coverage(eligible)
+        entry["match_keys"] = coverage
+        usable = coverage["rows_with_a_key"]
+        if len(eligible) < min_size or usable < min_size:
             entry.update(exported=False, reason=(
-                f"{len(eligible)} exportable members < platform minimum {min_size}"),
+                f"{len(eligible)} exportable members < platform minimum {min_size}"
+                if len(eligible) < min_size else
+                f"{usable} of {len(eligible)} exportable members have a match key (email, "
+                f"phone, or name with postal code) < platform minimum {min_size}"),
                 files={})
             for fname in (GOOGLE_FILE, META_FILE):  # no stale upload from an earlier run
                 if (folder / fname).exists():
@@ -463,6 +498,11 @@ def write_audience_exports(prepared: pd.DataFrame, exports_dir, as_of, run_id: s
             atomic_write(folder / fname, data)
             files[fname] = {"rows": len(rows), "sha256": hashlib.sha256(data).hexdigest()}
         entry.update(exported=True, reason=None, files=files)
+        if usable < NEAR_MINIMUM * min_size:
+            entry["warning"] = (
+                f"{usable} rows with a match key: platforms match only a share of them (often "
+                f"half or less), so the matched audience may fall below their minimum of "
+                f"{min_size}; check the match rate after uploading")
         manifest["audiences"][audience] = entry
     atomic_write(root / MANIFEST,
                  (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"))
@@ -471,7 +511,7 @@ def write_audience_exports(prepared: pd.DataFrame, exports_dir, as_of, run_id: s
 
 # --------------------------------------------------------------------------- PII scan
 _HASHED_HEADERS = {"Email", "Phone", "First Name", "Last Name",
-                   "email", "phone", "fn", "ln", "country", "zip"}
+                   "email", "phone", "fn", "ln", "country", "zip", "extern_id"}
 
 
 def scan_export_for_pii(path) -> list[str]:
