@@ -125,6 +125,32 @@ def test_budget_shift_moves_money_from_the_saturated_to_the_steep_channel():
     assert M.budget_shift(fits[:1])["status"].startswith("no recommendation")
 
 
+def test_budget_advice_carries_an_interval_and_is_withheld_when_it_spans_zero():
+    """Found: a budget shift was recommended from a curve with R² 0.2. The expected gain gets
+    a 90% interval from the two curves' parameter uncertainty; an interval that includes zero
+    withholds the advice, saying why."""
+    s1, y1 = _curve_data(a=20, k=100, s=1.2, seed=3)
+    s2, y2 = _curve_data(a=80, k=900, s=1.2, seed=4)
+    fits = [M.fit_response_curve(s1, y1, channel="saturated", value_per_outcome=50),
+            M.fit_response_curve(s2, y2, channel="steep", value_per_outcome=50)]
+    shift = M.budget_shift(fits)
+    low, high = shift["value_interval_90"]
+    assert shift["status"] == "ok" and 0 < low <= shift["expected_daily_value_change"] <= high
+    assert "90% interval" in shift["text"] and "R²" in shift["text"]
+    assert "cov" not in fits[0].as_dict()
+
+    # two channels on the same curve, few noisy days: which is better cannot be told
+    a, ya = _curve_data(a=30, k=400, s=1.2, n=40, seed=5)
+    b, yb = _curve_data(a=30, k=400, s=1.2, n=40, seed=6)
+    fits = [M.fit_response_curve(a, ya, channel="a", value_per_outcome=50),
+            M.fit_response_curve(b, yb, channel="b", value_per_outcome=50)]
+    assert all(f.ok for f in fits)
+    shift = M.budget_shift(fits)
+    assert shift["status"].startswith("no recommendation") and "includes zero" in \
+        shift["status"], shift
+    assert "text" not in shift
+
+
 def test_fatigue_finds_the_knee_and_flags_only_the_worn_out_creative():
     buckets = [1, 2, 3, 4, 6, 11, 21]
     worn = [0.04, 0.038, 0.03, 0.022, 0.015, 0.01, 0.008]

@@ -131,7 +131,10 @@ def test_budget_shift_moves_spend_toward_the_channel_with_the_higher_planted_mar
                         "r2": {f.channel: f.r2 for f in fits}}).to_string())
     assert all(f.ok for f in fits), [f.status for f in fits]
     shift = M.budget_shift(fits)
-    assert shift["status"] == "ok"
+    # the advice's direction follows the planted returns; whether it is given depends on its
+    # 90% interval (here about +11 [-2, +29] per day: withheld, as it should be)
+    low, high = shift["value_interval_90"]
+    assert (shift["status"] == "ok") == (low > 0 or high < 0), shift["status"]
     assert planted[shift["to_channel"]] > planted[shift["from_channel"]]
     # the lowest planted marginal return is where the money comes from
     assert shift["from_channel"] == planted.idxmin()

@@ -223,6 +223,8 @@ class CurveFit:
     marginal_outcome: float | None = None  # d outcome / d spend at current spend
     marginal_roi: float | None = None  # marginal_outcome * value_per_outcome
     average_roi: float | None = None  # outcome_at_current * value_per_outcome / current_spend
+    # the fitted parameters' covariance (curve_fit's), in params order; not stored in tables
+    cov: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -241,7 +243,7 @@ class CurveFit:
     def as_dict(self) -> dict:
         d = asdict(self)
         d.update({f"param_{k}": v for k, v in self.params.items()})
-        del d["params"]
+        del d["params"], d["cov"]
         return d
 
 
@@ -299,7 +301,7 @@ def fit_response_curve(spend, outcome, *, channel: str = "", segment: str | None
     hi = [a_hi, k_hi] + ([3.0] if kind == "hill" else [])
     p0 = np.clip(p0, np.array(lo) + 1e-12, np.array(hi) - 1e-12)
     try:
-        popt, _ = optimize.curve_fit(f, x, y, p0=p0, bounds=(lo, hi), maxfev=20000)
+        popt, pcov = optimize.curve_fit(f, x, y, p0=p0, bounds=(lo, hi), maxfev=20000)
     except (RuntimeError, optimize.OptimizeWarning) as exc:  # no convergence: say so, no numbers
         return CurveFit(status=f"fit failed: {exc}", **base)
     params = {n: float(v) for n, v in zip(names, popt, strict=True)}
@@ -309,7 +311,8 @@ def fit_response_curve(spend, outcome, *, channel: str = "", segment: str | None
     cur = base["current_spend"]
     at_cur = float(f(cur, **params))
     slope = float(df(cur, **params))
-    return CurveFit(status="ok", params=params, r2=r2, outcome_at_current=at_cur,
+    cov = tuple(map(tuple, np.asarray(pcov, dtype=float))) if np.all(np.isfinite(pcov)) else None
+    return CurveFit(status="ok", params=params, r2=r2, outcome_at_current=at_cur, cov=cov,
                     marginal_outcome=slope, marginal_roi=slope * value_per_outcome,
                     average_roi=at_cur * value_per_outcome / cur if cur > 0 else None, **base)
 
@@ -329,35 +332,119 @@ def fit_response_curves(daily: pd.DataFrame, value_per_outcome: float | Mapping[
     return fits
 
 
-def budget_shift(fits: Iterable[CurveFit], fraction: float = 0.10) -> dict:
+def _shift_value(hi: CurveFit, lo: CurveFit, amount: float) -> tuple[float, float]:
+    gain = float(hi.predict(hi.current_spend + amount) - hi.predict(hi.current_spend))
+    loss = float(lo.predict(lo.current_spend) - lo.predict(max(lo.current_spend - amount, 0.0)))
+    return gain - loss, gain * hi.value_per_outcome - loss * lo.value_per_outcome
+
+
+def budget_shift(fits: Iterable[CurveFit], fraction: float = 0.10,
+                 min_r2: float | None = None, n_draws: int = 2000, seed: int = 0) -> dict:
     """Move ``fraction`` of the lowest-marginal-ROI channel's daily spend to the highest one.
 
     Only channels with a fitted curve take part (per segment when the fits carry one; the
-    channel-level fits otherwise). The expected effect is read off the two curves: what the
-    receiving channel gains minus what the giving channel loses, valued per outcome.
+    channel-level fits otherwise), and with ``min_r2`` only those whose curve explains that
+    share of their daily outcomes. R² is reported, not a gate by default: a saturated
+    channel's flat curve explains little of its day-to-day noise (R² 0.15 on a correct fit)
+    while its marginal return, near zero, is well determined. The expected effect is read
+    off the two curves: what the receiving channel gains minus what the giving channel
+    loses, valued per outcome.
+
+    Its uncertainty: ``n_draws`` parameter sets are drawn for each curve from its fit's
+    estimated covariance (the fit's own uncertainty, normal approximation) and the move
+    valued on each pair, for a 90% interval. An interval that includes zero, or curves whose
+    uncertainty could not be estimated, withhold the recommendation, saying why.
     """
-    usable = [f for f in fits if f.ok and f.marginal_roi is not None and np.isfinite(f.marginal_roi)]
+    fits = list(fits)
+    usable = [f for f in fits if f.ok and f.marginal_roi is not None
+              and np.isfinite(f.marginal_roi)
+              and (min_r2 is None or (f.r2 is not None and f.r2 >= min_r2))]
     skipped = {f.channel: f.status for f in fits if not f.ok}
+    skipped.update({f.channel: (
+        "no marginal ROI (no value per outcome)" if f.marginal_roi is None
+        or not np.isfinite(f.marginal_roi) else
+        f"fit explains R² {_r2(f)} of its daily outcomes (< {min_r2}): too weak to advise on")
+        for f in fits if f.ok and f not in usable})
     if len(usable) < 2:
-        return {"status": "no recommendation: fewer than two channels with a fitted curve",
+        return {"status": "no recommendation: fewer than two channels with a fitted curve"
+                          + (f" (R² >= {min_r2})" if min_r2 is not None else ""),
                 "skipped": skipped}
     lo = min(usable, key=lambda f: f.marginal_roi)
     hi = max(usable, key=lambda f: f.marginal_roi)
     amount = fraction * lo.current_spend
-    gain = float(hi.predict(hi.current_spend + amount) - hi.predict(hi.current_spend))
-    loss = float(lo.predict(lo.current_spend) - lo.predict(max(lo.current_spend - amount, 0.0)))
-    value = gain * hi.value_per_outcome - loss * lo.value_per_outcome
-    return {
-        "status": "ok", "from_channel": lo.channel, "to_channel": hi.channel,
+    change, value = _shift_value(hi, lo, amount)
+    out = {
+        "from_channel": lo.channel, "to_channel": hi.channel,
         "segment": hi.segment if hi.segment == lo.segment else None,
         "fraction": fraction, "daily_amount": amount,
         "from_marginal_roi": lo.marginal_roi, "to_marginal_roi": hi.marginal_roi,
-        "expected_daily_outcome_change": gain - loss, "expected_daily_value_change": value,
-        "text": (f"Move {fraction:.0%} of {lo.channel}'s daily spend ({amount:,.2f}) to "
-                 f"{hi.channel}: marginal ROI {lo.marginal_roi:.2f} -> {hi.marginal_roi:.2f}, "
-                 f"expected {value:+,.2f} per day"),
+        "from_r2": lo.r2, "to_r2": hi.r2,
+        "expected_daily_outcome_change": change, "expected_daily_value_change": value,
         "skipped": skipped,
     }
+    values = _drawn_shift_values(hi, lo, amount, n_draws, seed)
+    if values is None:
+        return {**out, "status": "no recommendation: the curves' uncertainty could not be "
+                                 "estimated (a parameter at its bound or not identified)"}
+    low, high = (float(v) for v in np.percentile(values, [5, 95]))
+    out["value_interval_90"] = [low, high]
+    if low <= 0 <= high:
+        return {**out, "status": (
+            f"no recommendation: moving {fraction:.0%} of {lo.channel}'s spend to "
+            f"{hi.channel} is expected to change value by {value:+,.2f} per day, but its 90% "
+            f"interval [{low:+,.2f}, {high:+,.2f}] includes zero")}
+    out.update(status="ok", text=(
+        f"Move {fraction:.0%} of {lo.channel}'s daily spend ({amount:,.2f}) to "
+        f"{hi.channel}: marginal ROI {lo.marginal_roi:.2f} -> {hi.marginal_roi:.2f}, "
+        f"expected {value:+,.2f} per day [90% interval {low:+,.2f} to {high:+,.2f}] (curve "
+        f"fits R² {_r2(lo)} and {_r2(hi)})"))
+    return out
+
+
+def stored_budget_shift(roi: pd.DataFrame) -> dict:
+    """The advice back from the measurement.marginal_roi rows of one day: its text, and the
+    channels it moves money from and to when it is a recommendation."""
+    if not len(roi) or "budget_shift" not in roi:
+        return {"status": "no recommendation: no channel with spend"}
+    text = str(roi["budget_shift"].dropna().iloc[0]) if roi["budget_shift"].notna().any() \
+        else "no recommendation"
+    roles = roi.dropna(subset=["budget_shift_role"]).set_index("budget_shift_role")["channel"]
+    if {"from", "to"} <= set(roles.index):
+        return {"status": "ok", "text": text, "from_channel": roles["from"],
+                "to_channel": roles["to"]}
+    return {"status": text}
+
+
+def _r2(f: CurveFit) -> str:
+    return "n/a" if f.r2 is None else f"{f.r2:.2f}"
+
+
+def _drawn_shift_values(hi: CurveFit, lo: CurveFit, amount: float, n: int,
+                        seed: int) -> np.ndarray | None:
+    """The move's daily value under `n` parameter draws of each curve (None without a
+    usable covariance)."""
+    if hi.cov is None or lo.cov is None:
+        return None
+    rng = np.random.default_rng(seed)
+
+    def draws(f: CurveFit) -> list[dict] | None:
+        names = CURVES[f.kind][2]
+        mean = np.array([f.params[k] for k in names])
+        cov = np.array(f.cov, dtype=float)
+        try:
+            sample = rng.multivariate_normal(mean, cov, size=n, check_valid="raise")
+        except (ValueError, np.linalg.LinAlgError):
+            return None
+        sample = np.maximum(sample, 1e-12)  # every parameter is positive
+        return {k: sample[:, i] for i, k in enumerate(names)}
+
+    p_hi, p_lo = draws(hi), draws(lo)
+    if p_hi is None or p_lo is None:
+        return None
+    f_hi, f_lo = CURVES[hi.kind][0], CURVES[lo.kind][0]
+    gain = f_hi(hi.current_spend + amount, **p_hi) - f_hi(hi.current_spend, **p_hi)
+    loss = f_lo(lo.current_spend, **p_lo) - f_lo(max(lo.current_spend - amount, 0.0), **p_lo)
+    return gain * hi.value_per_outcome - loss * lo.value_per_outcome
 
 
 # --------------------------------------------------------------------------- fatigue

@@ -55,19 +55,21 @@ def report_data(con, as_of: dt.date) -> tuple[dict, pd.DataFrame]:
     matrix = (drivers.pivot_table(index="segment", columns="persuasion_driver", values="customers",
                                   aggfunc="sum", fill_value=0) if len(drivers) else None)
     mig = _partition(con, "measurement.segment_migration", as_of)
+    roi = _partition(con, "measurement.marginal_roi", as_of)
     prev = mig[(mig["comparison"] == "previous") & (mig["status"] == "ok")]
     data = {
         "as_of": as_of.isoformat(),
         "currency": reporting_currency(con, as_of)[0],
         "segments": economics,
         "incrementality": _partition(con, "measurement.incrementality", as_of),
-        "curves": M.curve_fits_from_frame(_partition(con, "measurement.marginal_roi", as_of)),
+        "curves": M.curve_fits_from_frame(roi),
         "migration": {"counts": M.migration_counts(prev)} if len(prev) else None,
         "drivers": matrix,
         "forecast": _partition(con, "measurement.segment_forecast", as_of),
         "fatigue": _partition(con, "measurement.creative_fatigue", as_of),
     }
-    data["budget_shift"] = M.budget_shift(data["curves"])
+    # the advice as the marginal_roi asset gave it (with its interval), not recomputed
+    data["budget_shift"] = M.stored_budget_shift(roi)
     return data, cac
 
 
