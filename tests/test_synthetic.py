@@ -229,7 +229,7 @@ def test_unknown_missing_column_is_refused(tmp_path):
 
 def test_the_default_history_is_two_years_ending_yesterday():
     # two years so that the earliest training cutoff (18 weeks back) still has a full year
-    # behind its 365-day feature windows (README, "How good the models are")
+    # behind its 365-day feature windows (docs/model-quality.md)
     c = Config(customers=10, end=date(2025, 6, 30)).resolved()
     assert (c.start, c.end) == (date(2023, 7, 2), date(2025, 6, 30))
     assert (c.end - c.start).days + 1 == 730
