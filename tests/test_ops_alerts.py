@@ -595,3 +595,23 @@ def test_the_failure_and_dead_run_sensors_are_running_by_default():
     for name in ("alert_on_run_failure", "reap_dead_runs"):
         sensor = defs().get_sensor_def(name)
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING, name
+
+
+def test_a_delta_source_a_day_behind_within_its_tolerance_is_fresh_not_a_warning(tmp_path):
+    """Found: marketing__activation_log's freshness showed a yellow 'Failed' for a 1-day lag
+    against a 14-day tolerance on every healthy night. A warning must mean something: the
+    activation log lands only when something was sent (a delta), so within its tolerance a
+    quiet day is fresh, and the check passes saying why."""
+    folder = tmp_path / "marketing" / "activation_log"
+    folder.mkdir(parents=True)
+    for k in range(1, 40):
+        (folder / f"{(END - dt.timedelta(days=k)).isoformat()}.csv").write_text("x\n")
+    f = alerts.source_freshness(folder, "marketing__activation_log", END, optional=True)
+    assert f.status == "fresh" and f.landing == "delta", f
+    assert "files land only when something changed" in f.reason
+    # a daily feed a day behind is a warning: there, a missing day means missing data
+    feed = tmp_path / "web" / "events"
+    feed.mkdir(parents=True)
+    for k in range(1, 40):
+        (feed / f"{(END - dt.timedelta(days=k)).isoformat()}.csv").write_text("x\n")
+    assert alerts.source_freshness(feed, "web__events", END, optional=True).status == "late"
