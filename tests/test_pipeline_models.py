@@ -245,3 +245,17 @@ def test_dbt_writes_its_artifacts_beside_the_warehouse_once_not_a_folder_per_run
     assert kinds == {"model", "test"}, kinds
     assert all(r["status"] in ("success", "pass") for r in results)
     assert (state / "partial_parse.msgpack").exists()
+
+
+def test_model_metrics_in_the_asset_metadata_are_rounded_for_reading(nightly_run):
+    """Found: the UI showed AUCs like 0.8734567123. Where a person reads them they are
+    rounded (AUC to 3 places); the full values stay in metadata.json and model_metrics."""
+    mats = {e.asset_key.to_user_string(): e.materialization.metadata
+            for e in nightly_run["result"].get_asset_materialization_events()}
+    models = {k: m for k, m in mats.items() if k.startswith("propensity_model/") and
+              "roc_auc" in m}
+    assert models
+    for key, meta in models.items():
+        for name in ("roc_auc", "baseline_roc_auc", "pr_auc"):
+            value = meta[name].value
+            assert value == round(value, 3), (key, name, value)

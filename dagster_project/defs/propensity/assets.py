@@ -416,7 +416,7 @@ def propensity_models(
                     )
                 if btyd.get("comparison"):
                     vs_btyd = pm.describe_comparison(btyd["comparison"])
-                    meta["btyd_roc_auc"] = btyd["metrics"]["roc_auc"]
+                    meta["btyd_roc_auc"] = round(btyd["metrics"]["roc_auc"], 3)
                     meta["auc_vs_btyd"] = vs_btyd
                     if btyd["comparison"]["verdict"] != "better":
                         context.log.warning(
@@ -424,13 +424,15 @@ def propensity_models(
                             f"{btyd['metrics']['roc_auc']:.3f}: difference {vs_btyd}")
                 elif btyd.get("absent_reason"):
                     meta["btyd"] = f"not fitted: {btyd['absent_reason']}"
+                # rounded where a person reads them (the full values: metadata.json and
+                # segmentation.model_metrics)
                 meta.update({
-                    "roc_auc": result.metrics["roc_auc"],
-                    "pr_auc": result.metrics["pr_auc"],
-                    "brier": result.metrics["brier"],
-                    "top_decile_lift": result.metrics["top_decile_lift"],
-                    "baseline_roc_auc": result.baseline_metrics["roc_auc"],
-                    "baseline_pr_auc": result.baseline_metrics["pr_auc"],
+                    "roc_auc": round(result.metrics["roc_auc"], 3),
+                    "pr_auc": round(result.metrics["pr_auc"], 3),
+                    "brier": round(result.metrics["brier"], 4),
+                    "top_decile_lift": round(result.metrics["top_decile_lift"], 2),
+                    "baseline_roc_auc": round(result.baseline_metrics["roc_auc"], 3),
+                    "baseline_pr_auc": round(result.baseline_metrics["pr_auc"], 3),
                     "beats_baseline": bool(result.beats_baseline),
                     "auc_vs_baseline": versus,
                     "n_pos": int(result.metrics["n_pos"]),
