@@ -329,6 +329,24 @@ def test_content_hash_is_order_independent_and_sensitive(db):
 
 
 # --------------------------------------------------------------------------- files + tables
+def _published_old_staged_new(tmp_path, n_new: int, members_new: int):
+    """A warehouse with run-old published for D2 (tables and files) and run-new's audited
+    candidates staged; (warehouse path, exports folder, open connection, new versions)."""
+    from dagster_project.lib import exports
+
+    path, out = tmp_path / "warehouse.duckdb", tmp_path / "exports"
+    con = duckdb.connect(str(path))
+    old, _, _ = stage(con, D2, "run-old00001", make_segments(D2, "run-old"), make_members())
+    exports.publish_with_files(
+        con, out, D2, "run-old00001", old, REQUIRED,
+        lambda folder: act.write_audience_exports(pub.read_candidate(con, old["audiences"]),
+                                                  out, D2, "run-old00001", {"success": True},
+                                                  folder=folder))
+    new, _, _ = stage(con, D2, "run-new00002", make_segments(D2, "run-new", n=n_new, seed=2),
+                      make_members(members_new, seed_offset=7))
+    return path, out, con, new
+
+
 FILES_KILL_SCRIPT = r"""
 import json, os, signal, sys
 from pathlib import Path
@@ -361,16 +379,7 @@ def test_files_and_tables_are_one_publish_when_killed_anywhere(tmp_path, point, 
     manifest.json and the CSVs were the previous run's."""
     from dagster_project.lib import exports
 
-    path, out = tmp_path / "warehouse.duckdb", tmp_path / "exports"
-    con = duckdb.connect(str(path))
-    old, _, _ = stage(con, D2, "run-old00001", make_segments(D2, "run-old"), make_members())
-    exports.publish_with_files(
-        con, out, D2, "run-old00001", old, REQUIRED,
-        lambda folder: act.write_audience_exports(pub.read_candidate(con, old["audiences"]),
-                                                  out, D2, "run-old00001", {"success": True},
-                                                  folder=folder))
-    new, _, _ = stage(con, D2, "run-new00002", make_segments(D2, "run-new", n=310, seed=2),
-                      make_members(130, seed_offset=7))
+    path, out, con, new = _published_old_staged_new(tmp_path, 310, 130)
     con.close()
 
     args = {"as_of": D2, "run_id": "run-new00002", "versions": new, "required": REQUIRED}
@@ -434,16 +443,7 @@ def test_a_full_disk_leaves_the_published_surface_whole_and_the_next_run_cleans_
     previous run's, whole; the next run removes the failed run's files and publishes."""
     from dagster_project.lib import exports
 
-    path, out = tmp_path / "warehouse.duckdb", tmp_path / "exports"
-    con = duckdb.connect(str(path))
-    old, _, _ = stage(con, D2, "run-old00001", make_segments(D2, "run-old"), make_members())
-    exports.publish_with_files(
-        con, out, D2, "run-old00001", old, REQUIRED,
-        lambda folder: act.write_audience_exports(pub.read_candidate(con, old["audiences"]),
-                                                  out, D2, "run-old00001", {"success": True},
-                                                  folder=folder))
-    new, _, _ = stage(con, D2, "run-new00002", make_segments(D2, "run-new", n=3100, seed=2),
-                      make_members(1300, seed_offset=7))
+    path, out, con, new = _published_old_staged_new(tmp_path, 3100, 1300)
     before = {n: published_rows(con, n) for n in ("segments", "audiences")}
     # the largest file the run writes, measured on a scratch copy
     scratch = tmp_path / "scratch"
