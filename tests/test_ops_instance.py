@@ -537,6 +537,8 @@ def test_cli_run_waiting_on_a_live_run_names_it_and_gives_up_with_exit_1(
     monkeypatch.setenv("DS_DUCKDB_PATH", str(tmp_path / "data" / "warehouse.duckdb"))
     monkeypatch.setenv("DS_PARTITION_START", "2025-01-01")
     monkeypatch.setenv("DS_WAIT_FOR_WAREHOUSE_SECONDS", "1")
+    for table in ("customers", "orders", "order_lines"):  # the folders a run needs exist
+        (tmp_path / "data" / "raw" / "crm" / table).mkdir(parents=True)
     instance = dg.DagsterInstance.from_config(str(home))
     holder = dg.DagsterRun(job_name="nightly", run_id=str(uuid.uuid4()),
                            status=dg.DagsterRunStatus.STARTED,
