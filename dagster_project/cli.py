@@ -26,7 +26,6 @@ import datetime as dt
 import json
 import os
 import sys
-from pathlib import Path
 
 import duckdb
 
@@ -362,7 +361,9 @@ def shown(path) -> str:
     """A path as a reader can open it from here: relative below the working directory,
     absolute elsewhere."""
     rel = os.path.relpath(path)
-    return str(Path(path).resolve()) if rel.startswith("..") else rel
+    # abspath, not resolve(): an export folder is a link to its run's folder, and the link is
+    # what a reader should open
+    return os.path.abspath(path) if rel.startswith("..") else rel
 
 
 def published_runs(con, date: str) -> tuple[str | None, str | None]:
