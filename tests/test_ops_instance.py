@@ -475,7 +475,8 @@ def test_cli_run_frees_a_killed_runs_slot_before_it_starts_and_says_so(tiny, tmp
 
     # what `cli run` does first: the dead run is failed, its slot freed, and it says so
     said = []
-    assert dead_runs.wait_for_warehouse(instance, 0, said.append)
+    with dead_runs.warehouse_turn(instance, 0, said.append) as turn:
+        assert turn
     assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
     assert storage.get_concurrency_info(POOL).active_slot_count == 0
     assert len(said) == 1 and run_id in said[0] and "process" in said[0], said

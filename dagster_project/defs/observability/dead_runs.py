@@ -204,14 +204,6 @@ def warehouse_turn(instance: dg.DagsterInstance, timeout_s: float,
         lock.close()  # releases the lock
 
 
-def wait_for_warehouse(instance: dg.DagsterInstance, timeout_s: float,
-                       say: Callable[[str], None], every_s: float = 5.0) -> bool:
-    """Whether it is (or became, within `timeout_s`) this process's turn; see warehouse_turn.
-    The turn is not kept."""
-    with warehouse_turn(instance, timeout_s, say, every_s) as ok:
-        return ok
-
-
 @dg.sensor(
     name="reap_dead_runs",
     minimum_interval_seconds=60,
